@@ -1,0 +1,567 @@
+"""``ffdesk`` command line: node, submit, jobs, job, cancel, retry, presets, db, demo.
+
+Every error a person can cause ends as one readable line on stderr and a non-zero exit code;
+unexpected ones too (the traceback goes to the log file, never to the terminal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ffdesk import __version__
+from ffdesk.core.config import Settings, load_settings
+from ffdesk.core.errors import ConfigError, FfdeskError
+from ffdesk.core.logsetup import setup_logging
+from ffdesk.core.model import JobState
+from ffdesk.core.places import Places
+from ffdesk.core.secrets import mask_url
+
+log = logging.getLogger("ffdesk.cli")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse's usage dump is two lines or more; ours is one.
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options valid before and after the sub-command (defaults suppressed so neither
+    position overwrites the other)."""
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument(
+        "--home",
+        metavar="DIR",
+        help="keep config, data, logs and cache under DIR (env FFDESK_HOME)",
+    )
+    common.add_argument(
+        "--database",
+        metavar="URL",
+        help="PostgreSQL URL (env FFDESK_DATABASE); default: embedded server",
+    )
+    common.add_argument(
+        "--debug",
+        metavar="AREAS",
+        help="debug logging for areas: db,queue,ffmpeg,cluster,node,cli or all",
+    )
+    return common
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = _Parser(
+        prog="ffdesk", parents=[common], description="FFmpeg cluster on one PostgreSQL queue."
+    )
+    parser.add_argument("--version", action="version", version=f"ffdesk {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+
+    node = add("node", "run a headless worker node")
+    node.add_argument("--identifier", help="node name (default: the host name)")
+    node.add_argument("--slots", type=int, help="FFmpeg processes at once")
+    node.add_argument("--ffmpeg", metavar="PATH", help="ffmpeg binary to use")
+    node.add_argument("--ffprobe", metavar="PATH", help="ffprobe binary to use")
+    node.add_argument(
+        "--grace",
+        type=float,
+        metavar="S",
+        help="on SIGTERM, let running jobs finish this long (default 30)",
+    )
+    node.add_argument("--heartbeat", type=float, metavar="S", help="heartbeat interval")
+    node.add_argument(
+        "--poll",
+        type=float,
+        dest="poll_interval",
+        metavar="S",
+        help="fallback poll interval (default 5)",
+    )
+    node.add_argument(
+        "--poll-only", action="store_true", help="do not LISTEN for notifications; only poll"
+    )
+    node.add_argument(
+        "--exit-when-idle", action="store_true", help="exit once the queue is empty and no job runs"
+    )
+
+    submit = add("submit", "queue files (folders expand to the media files inside)")
+    submit.add_argument("--preset", required=True, help="preset name (see 'ffdesk presets')")
+    submit.add_argument(
+        "--output-dir", metavar="DIR", help="where outputs go (default: next to each input)"
+    )
+    submit.add_argument("--priority", type=int, default=0, help="higher runs first")
+    submit.add_argument("--max-attempts", type=int, default=None, metavar="N")
+    submit.add_argument("--json", action="store_true")
+    submit.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
+
+    jobs = add("jobs", "list jobs")
+    jobs.add_argument(
+        "--state",
+        action="append",
+        choices=[s.value for s in JobState],
+        help="only jobs in this state (repeatable)",
+    )
+    jobs.add_argument("--limit", type=int, default=None)
+    jobs.add_argument("--json", action="store_true")
+
+    job = add("job", "show one job with every attempt, argv and the whole stderr")
+    job.add_argument("id", type=int)
+    job.add_argument("--json", action="store_true")
+
+    cancel = add("cancel", "cancel queued or running jobs")
+    cancel.add_argument("ids", type=int, nargs="+", metavar="ID")
+    retry = add("retry", "put failed, dead or canceled jobs back in the queue")
+    retry.add_argument("ids", type=int, nargs="+", metavar="ID")
+
+    presets = add("presets", "list the presets")
+    presets.add_argument("--json", action="store_true")
+
+    db = add("db", "the database: status, url, stop, migrate")
+    db_sub = db.add_subparsers(
+        dest="db_command", metavar="ACTION", parser_class=_Parser, required=True
+    )
+    status = db_sub.add_parser("status", parents=[common], help="where it is and if it runs")
+    status.add_argument("--json", action="store_true")
+    url = db_sub.add_parser("url", parents=[common], help="print the connection URL")
+    url.add_argument("--show-password", action="store_true")
+    db_sub.add_parser("stop", parents=[common], help="stop the embedded server")
+    db_sub.add_parser("migrate", parents=[common], help="apply pending schema migrations")
+
+    demo = add("demo", "generate three short clips, queue them and encode them here")
+    demo.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="where to put the clips (default: a folder in the data directory)",
+    )
+    return parser
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    try:
+        places = Places.resolve(getattr(args, "home", None))
+        flags = {k: v for k, v in vars(args).items() if k in Settings.__dataclass_fields__}
+        if getattr(args, "poll_only", False):
+            flags["listen"] = False
+        settings = load_settings(places, flags)
+        places.ensure()
+        console_level_info = args.command in ("node", "demo")
+        setup_logging(places.log_file, settings.debug, console=True)
+        if not console_level_info and not settings.debug:
+            _quiet_console()
+        return COMMANDS[args.command](args, settings, places)
+    except FfdeskError as exc:
+        _fail(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: one line here, the whole story in the log
+        log.error("unexpected error", exc_info=True)
+        _fail(
+            f"internal error: {mask_url(str(exc)) or exc.__class__.__name__} "
+            "(details in the log file)"
+        )
+        return EXIT_FAILURE
+
+
+def _fail(message: str) -> None:
+    print(f"ffdesk: error: {mask_url(message)}", file=sys.stderr)
+
+
+def _quiet_console() -> None:
+    for handler in logging.getLogger("ffdesk").handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+            handler.setLevel(logging.WARNING)
+
+
+def _run_db(settings: Settings, places: Places, fn: Callable[[Any], Any]) -> Any:
+    """Open the database (embedded or --database), migrate, run ``fn(conn)``, close."""
+    from ffdesk.db import migrate
+    from ffdesk.db.connect import connect_async, database
+    from ffdesk.engine.loop import run
+
+    async def go(url: str) -> Any:
+        conn = await connect_async(url)
+        try:
+            await migrate.migrate(conn)
+            return await fn(conn)
+        finally:
+            await conn.close()
+
+    with database(settings, places) as db:
+        return run(go(db.url))
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_node(args: argparse.Namespace, settings: Settings, places: Places) -> int:
+    from ffdesk.db.connect import database
+    from ffdesk.engine.loop import run
+    from ffdesk.engine.node import Node
+
+    with database(settings, places) as db:
+        node = Node(settings, db.url, exit_when_idle=args.exit_when_idle)
+
+        async def main() -> None:
+            import asyncio
+
+            loop = asyncio.get_running_loop()
+            _install_stop_handlers(loop, node)
+            await node.run()
+
+        run(main())
+    return EXIT_OK
+
+
+def _install_stop_handlers(loop: Any, node: Any) -> None:
+    def stop(signum: int, _frame: Any = None) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        loop.call_soon_threadsafe(node.request_stop)
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop, signum)
+        except (NotImplementedError, RuntimeError):  # Windows
+            signal.signal(signum, stop)
+
+
+def cmd_submit(args: argparse.Namespace, settings: Settings, places: Places) -> int:
+    from ffdesk.db import jobs as jobs_sql
+    from ffdesk.engine.submit import SubmitRequest, plan_jobs, submitter
+
+    presets = _load_presets(places)
+    from ffdesk.ffmpeg.presets import get_preset
+
+    preset = get_preset(presets, args.preset)
+    out_dir = args.output_dir or settings.output_dir
+    max_attempts = args.max_attempts or settings.max_attempts
+    if max_attempts < 1:
+        raise ConfigError("--max-attempts must be at least 1")
+    request = SubmitRequest(
+        preset=preset,
+        paths=[Path(p) for p in args.paths],
+        output_dir=Path(out_dir) if out_dir else None,
+        priority=args.priority,
+        max_attempts=max_attempts,
+    )
+    planned = plan_jobs(request)  # before touching the database: bad input queues nothing
+    ids = _run_db(
+        settings, places, lambda c: jobs_sql.enqueue(c, planned, submitted_by=submitter())
+    )
+    if args.json:
+        _print_json(
+            [
+                {"id": i, "input": j.input, "output": j.output}
+                for i, j in zip(ids, planned, strict=True)
+            ]
+        )
+    else:
+        for job_id in ids:
+            print(job_id)
+    return EXIT_OK
+
+
+def _load_presets(places: Places):
+    from ffdesk.ffmpeg.presets import load_presets
+
+    extra = [places.user_presets_file] if places.user_presets_file.exists() else []
+    return load_presets(extra)
+
+
+def cmd_presets(args: argparse.Namespace, settings: Settings, places: Places) -> int:
+    presets = _load_presets(places)
+    if args.json:
+        _print_json(
+            [
+                {
+                    "name": p.name,
+                    "description": p.description,
+                    "args": list(p.args),
+                    "output": p.output,
+                    "needs": list(p.needs),
+                    "encoders": list(p.encoders),
+                    "builtin": p.builtin,
+                }
+                for p in presets.values()
+            ]
+        )
+        return EXIT_OK
+    width = max(len(n) for n in presets)
+    for p in presets.values():
+        tag = "" if p.builtin else "  [user]"
+        print(f"{p.name:<{width}}  {p.description}{tag}")
+    return EXIT_OK
+
+
+def cmd_jobs(args: argparse.Namespace, settings: Settings, places: Places) -> int:
+    from ffdesk.db import jobs as jobs_sql
+
+    rows = _run_db(
+        settings, places, lambda c: jobs_sql.list_jobs(c, states=args.state or (), limit=args.limit)
+    )
+    if args.json:
+        _print_json([j.to_dict() for j in rows])
+        return EXIT_OK
+    if not rows:
+        print("no jobs")
+        return EXIT_OK
+    table = [("ID", "STATE", "PROGRESS", "ATTEMPT", "NODE", "PRESET", "QUEUED", "RAN", "INPUT")]
+    for j in rows:
+        table.append(
+            (
+                str(j.id),
+                str(j.state),
+                f"{j.progress:.0f}%" if j.progress is not None else "",
+                f"{j.attempt}/{j.max_attempts}",
+                j.node or "",
+                j.preset,
+                _seconds(j.queue_seconds),
+                _seconds(j.run_seconds),
+                j.input,
+            )
+        )
+    _print_table(table)
+    return EXIT_OK
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    if value < 60:
+        return f"{value:.1f}s"
+    minutes, seconds = divmod(int(value), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [c.ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True)] + [row[-1]]
+        print("  ".join(cells).rstrip())
+
+
+def cmd_job(args: argparse.Namespace, settings: Settings, places: Places) -> int:
+    from ffdesk.db import jobs as jobs_sql
+
+    async def fetch(conn):
+        job = await jobs_sql.get_job(conn, args.id)
+        if job is None:
+            return None
+        return (
+            job,
+            await jobs_sql.get_attempts(conn, args.id),
+            await jobs_sql.get_events(conn, args.id),
+        )
+
+    found = _run_db(settings, places, fetch)
+    if found is None:
+        raise FfdeskError(f"no job with id {args.id}")
+    job, attempts, events = found
+    if args.json:
+        _print_json(
+            {**job.to_dict(), "attempts": [a.to_dict() for a in attempts], "events": events}
+        )
+        return EXIT_OK
+    print(f"Job {job.id}: {job.state}" + (f" — {job.reason}" if job.reason else ""))
+    for label, value in (
+        ("input", job.input),
+        ("output", job.output),
+        ("preset", job.preset),
+        ("priority", job.priority),
+        ("attempt", f"{job.attempt}/{job.max_attempts}"),
+        ("node", job.node or "-"),
+        ("submitted", _when(job.created_at)),
+        ("claimed", _when(job.claimed_at)),
+        ("started", _when(job.started_at)),
+        ("finished", _when(job.finished_at)),
+        ("time in queue", _seconds(job.queue_seconds) or "-"),
+        ("run time", _seconds(job.run_seconds) or "-"),
+        ("progress", f"{job.progress:.1f}%" if job.progress is not None else "-"),
+    ):
+        print(f"  {label:<14}{value}")
+    for a in attempts:
+        print()
+        print(
+            f"Attempt {a.seq} (claim {a.id}) on {a.node} [{a.host or '?'}]: "
+            f"{a.outcome or 'running'}" + ("" if a.counted else " (not counted)")
+        )
+        print(
+            f"  claimed {_when(a.claimed_at)}  started {_when(a.started_at)}  "
+            f"finished {_when(a.finished_at)}  exit code {a.exit_code}"
+        )
+        if a.reason:
+            print(f"  reason: {a.reason}")
+        if a.ffmpeg_version:
+            print(f"  ffmpeg: {a.ffmpeg_version} (sha256 {a.ffmpeg_sha256})")
+        if a.argv:
+            print(f"  argv: {json.dumps(a.argv, ensure_ascii=False)}")
+        if a.stderr is not None:
+            print(f"  stderr ({a.stderr_bytes} bytes):")
+            for line in a.stderr.splitlines():
+                print(f"    {line}")
+    return EXIT_OK
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def cmd_cancel(args: argparse.Namespace, settings: Settings, places: Places) -> int:
+    from ffdesk.db import jobs as jobs_sql
+    from ffdesk.engine.submit import submitter
+
+    found = _run_db(settings, places, lambda c: jobs_sql.cancel(c, args.ids, by=submitter()))
+    return _report_action(args.ids, found, ("queued", "running"), "canceled")
+
+
+def cmd_retry(args: argparse.Namespace, settings: Settings, places: Places) -> int:
+    from ffdesk.db import jobs as jobs_sql
+    from ffdesk.engine.submit import submitter
+
+    found = _run_db(settings, places, lambda c: jobs_sql.retry(c, args.ids, by=submitter()))
+    return _report_action(args.ids, found, ("failed", "dead", "canceled"), "queued again")
+
+
+def _report_action(
+    ids: list[int], found: dict[int, str], allowed: tuple[str, ...], verb: str
+) -> int:
+    code = EXIT_OK
+    for job_id in ids:
+        state = found.get(job_id)
+        if state is None:
+            _fail(f"no job with id {job_id}")
+            code = EXIT_FAILURE
+        elif state in allowed:
+            print(f"{job_id}: {verb}")
+        else:
+            _fail(f"job {job_id} is {state}; only {', '.join(allowed)} jobs can be {verb}")
+            code = EXIT_FAILURE
+    return code
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings, places: Places) -> int:
+    from ffdesk.db.embedded import EmbeddedServer
+
+    server = EmbeddedServer(places.embedded_dir)
+    action = args.db_command
+    if action == "migrate":
+        from ffdesk.db import migrate
+
+        applied = _run_db(settings, places, migrate.migrate)
+        print(
+            f"schema is at version {migrate.latest_version()}"
+            + (f" (applied {', '.join(map(str, applied))})" if applied else "")
+        )
+        return EXIT_OK
+    if settings.database and action in ("status", "url"):
+        return _external_db(action, args, settings, places)
+    if settings.database and action == "stop":
+        raise FfdeskError("'db stop' only stops the embedded server; this node uses --database")
+    if action == "stop":
+        print("embedded server stopped" if server.stop() else "embedded server was not running")
+        return EXIT_OK
+    if action == "url":
+        if not server.status().running:
+            raise FfdeskError(
+                f"the embedded server is not running ({server.root}); start a "
+                "node or run any ffdesk command that uses the database"
+            )
+        print(server.url(with_password=args.show_password))
+        return EXIT_OK
+    st = server.status()
+    if args.json:
+        _print_json(
+            {
+                "kind": "embedded",
+                "root": str(st.root),
+                "initialized": st.initialized,
+                "running": st.running,
+                "pid": st.pid,
+                "host": st.host,
+                "port": st.port,
+                "users": st.users,
+                "version": st.version,
+                "url": server.url(with_password=False) if st.running else None,
+            }
+        )
+        return EXIT_OK
+    print(f"embedded PostgreSQL {st.version or ''} in {st.root}".replace("  ", " "))
+    if not st.initialized:
+        print("  not created yet (it is created on first use)")
+    elif st.running:
+        print(f"  running: pid {st.pid}, {st.host}:{st.port}, {st.users} ffdesk process(es)")
+        print(f"  url: {server.url(with_password=False)}")
+    else:
+        print("  not running (it starts on first use)")
+    return EXIT_OK
+
+
+def _external_db(action: str, args: argparse.Namespace, settings: Settings, places: Places) -> int:
+    url = settings.database or ""
+    if action == "url":
+        print(url if args.show_password else mask_url(url))
+        return EXIT_OK
+
+    async def version(conn) -> str:
+        cur = await conn.execute("SHOW server_version")
+        row = await cur.fetchone()
+        return row[0]
+
+    ver = _run_db(settings, places, version)
+    if getattr(args, "json", False):
+        _print_json({"kind": "external", "url": mask_url(url), "running": True, "version": ver})
+    else:
+        print(f"external PostgreSQL {ver} at {mask_url(url)}: reachable")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings, places: Places) -> int:
+    from ffdesk.engine.demo import run_demo
+
+    folder = Path(args.dir) if args.dir else places.data_dir / "demo"
+    return run_demo(settings, places, folder)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Places], int]] = {
+    "node": cmd_node,
+    "submit": cmd_submit,
+    "jobs": cmd_jobs,
+    "job": cmd_job,
+    "cancel": cmd_cancel,
+    "retry": cmd_retry,
+    "presets": cmd_presets,
+    "db": cmd_db,
+    "demo": cmd_demo,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())

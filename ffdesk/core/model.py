@@ -1,0 +1,138 @@
+"""Plain records shared by the database, engine and UI layers (no Qt, no psycopg)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    DEAD = "dead"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED, JobState.DEAD})
+RETRYABLE_STATES = frozenset({JobState.FAILED, JobState.DEAD, JobState.CANCELED})
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What ``submit`` hands to the queue."""
+
+    input: str
+    output: str
+    preset: str
+    preset_args: list[str]
+    needs: list[str] = field(default_factory=list)
+    priority: int = 0
+    max_attempts: int = 3
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    id: int
+    state: JobState
+    priority: int
+    input: str
+    output: str
+    preset: str
+    preset_args: list[str]
+    needs: list[str]
+    attempt: int
+    max_attempts: int
+    claim: int | None
+    node: str | None
+    node_session: str | None
+    lease_until: datetime | None
+    not_before: datetime | None
+    created_at: datetime
+    claimed_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: float | None
+    fps: float | None
+    speed: float | None
+    eta_s: float | None
+    out_time_s: float | None
+    duration_s: float | None
+    exit_code: int | None
+    reason: str | None
+    submitted_by: str | None
+    meta: dict[str, Any]
+    revision: int
+
+    @property
+    def queue_seconds(self) -> float | None:
+        """Time in queue: submitted until claimed (or until now if still waiting)."""
+        if self.claimed_at is None:
+            return None
+        return (self.claimed_at - self.created_at).total_seconds()
+
+    @property
+    def run_seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = str(self.state)
+        for key, value in data.items():
+            if isinstance(value, datetime):
+                data[key] = value.isoformat()
+        data["node_session"] = str(self.node_session) if self.node_session else None
+        return data
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Proof that this node owns one run of a job. Every write after the claim quotes it."""
+
+    job_id: int
+    claim: int
+    node_session: str
+
+
+@dataclass
+class Attempt:
+    id: int
+    job_id: int
+    seq: int
+    node: str
+    node_session: str
+    host: str | None
+    claimed_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    outcome: str | None
+    counted: bool
+    exit_code: int | None
+    reason: str | None
+    argv: list[str] | None
+    ffmpeg_version: str | None
+    ffmpeg_sha256: str | None
+    ffmpeg_fingerprint: str | None
+    input_probe: dict[str, Any] | None
+    stderr: str | None
+    stderr_bytes: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, datetime):
+                data[key] = value.isoformat()
+        data["node_session"] = str(self.node_session)
+        return data

@@ -1,0 +1,552 @@
+"""SQL for jobs and their attempts: enqueue, claim, fenced writes, listing, cancel, retry.
+
+Fencing: every write a node makes after claiming a job names the claim token it got
+(``claim``, unique per claim), its session and ``state = 'running'``. Zero rows updated means
+the node no longer owns that run (canceled, rescued, re-claimed): it must stop FFmpeg, discard
+its temp output and write nothing else about the job.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from ffdesk.core.model import Attempt, Job, JobState, Lease, NewJob
+
+Conn = psycopg.AsyncConnection[Any]
+
+STDERR_CAP = 64 * 1024 * 1024  # far above any normal log; the rest is cut with a marker
+STDERR_CUT_MARKER = "\n[ffdesk: stderr cut here, {} more bytes not stored]\n"
+
+_JOB_COLUMNS = (
+    "id, state, priority, input, output, preset, preset_args, needs, attempt, max_attempts, "
+    "claim, node, node_session, lease_until, not_before, created_at, claimed_at, started_at, "
+    "finished_at, progress, fps, speed, eta_s, out_time_s, duration_s, exit_code, reason, "
+    "submitted_by, meta, revision"
+)
+_FENCE = (
+    "id = %(job_id)s AND claim = %(claim)s AND node_session = %(session)s AND state = 'running'"
+)
+
+
+def _job(row: dict[str, Any]) -> Job:
+    row = dict(row)
+    row["state"] = JobState(row["state"])
+    row["node_session"] = str(row["node_session"]) if row["node_session"] else None
+    return Job(**row)
+
+
+def _fence_params(lease: Lease) -> dict[str, Any]:
+    return {"job_id": lease.job_id, "claim": lease.claim, "session": lease.node_session}
+
+
+def compress_stderr(text: str) -> tuple[bytes, int]:
+    raw = text.encode("utf-8", "surrogateescape")
+    if len(raw) > STDERR_CAP:
+        raw = raw[:STDERR_CAP] + STDERR_CUT_MARKER.format(len(raw) - STDERR_CAP).encode()
+    return zlib.compress(raw, 6), len(raw)
+
+
+def decompress_stderr(blob: bytes | None) -> str | None:
+    if blob is None:
+        return None
+    return zlib.decompress(blob).decode("utf-8", "replace")
+
+
+async def _event(
+    conn: Conn,
+    kind: str,
+    job_id: int | None,
+    node: str | None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO events (job_id, node, kind, detail) VALUES (%s, %s, %s, %s)",
+        [job_id, node, kind, Jsonb(detail or {})],
+    )
+
+
+# --------------------------------------------------------------------------- submit
+
+
+async def enqueue(conn: Conn, jobs: Sequence[NewJob], *, submitted_by: str) -> list[int]:
+    """Insert all jobs in one statement (one transaction, one NOTIFY); ids in input order."""
+    if not jobs:
+        return []
+    rows = [
+        {
+            "ord": i,
+            "input": j.input,
+            "output": j.output,
+            "preset": j.preset,
+            "preset_args": j.preset_args,
+            "needs": j.needs,
+            "priority": j.priority,
+            "max_attempts": j.max_attempts,
+            "meta": j.meta,
+        }
+        for i, j in enumerate(jobs)
+    ]
+    async with conn.transaction():
+        cur = await conn.execute(
+            """
+            WITH src AS (
+                SELECT * FROM jsonb_to_recordset(%(rows)s) AS r(
+                    ord int, input text, output text, preset text, preset_args jsonb,
+                    needs text[], priority int, max_attempts int, meta jsonb)
+            ), ins AS (
+                INSERT INTO jobs (input, output, preset, preset_args, needs, priority,
+                                  max_attempts, meta, submitted_by)
+                SELECT input, output, preset, preset_args, coalesce(needs, '{}'), priority,
+                       max_attempts, meta, %(by)s
+                  FROM src ORDER BY ord
+                RETURNING id
+            ), ev AS (
+                INSERT INTO events (job_id, kind, detail)
+                SELECT id, 'submitted', jsonb_build_object('by', %(by)s::text) FROM ins
+            )
+            SELECT id FROM ins ORDER BY id
+            """,
+            {"rows": Jsonb(rows), "by": submitted_by},
+        )
+        return [r[0] for r in await cur.fetchall()]
+
+
+# --------------------------------------------------------------------------- claim
+
+
+async def claim(
+    conn: Conn, *, node: str, session: str, host: str, limit: int, lease_seconds: float
+) -> list[Job]:
+    """Claim up to ``limit`` queued jobs in one statement (SKIP LOCKED: nodes never wait on
+    each other and never get the same job). Creates the attempt rows in the same statement.
+
+    The CTE is an optimization fence: the planner cannot turn the LIMIT into a nested loop
+    that locks and updates more rows than asked for.
+    """
+    if limit <= 0:
+        return []
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"""
+        WITH picked AS MATERIALIZED (
+            SELECT id FROM jobs
+             WHERE state = 'queued' AND not_before <= now()
+             ORDER BY priority DESC, id
+             LIMIT %(limit)s
+             FOR UPDATE SKIP LOCKED
+        ), claimed AS (
+            UPDATE jobs j
+               SET state = 'running', attempt = j.attempt + 1, claim = nextval('ffdesk_claim'),
+                   node = %(node)s, node_session = %(session)s, claimed_at = now(),
+                   started_at = NULL, finished_at = NULL,
+                   lease_until = now() + make_interval(secs => %(lease)s),
+                   progress = NULL, fps = NULL, speed = NULL, eta_s = NULL, out_time_s = NULL,
+                   exit_code = NULL, reason = NULL
+              FROM picked WHERE j.id = picked.id
+            RETURNING j.*
+        ), att AS (
+            INSERT INTO attempts (id, job_id, seq, node, node_session, host, claimed_at)
+            SELECT claim, id, attempt, node, node_session, %(host)s, claimed_at FROM claimed
+        )
+        SELECT {_JOB_COLUMNS} FROM claimed ORDER BY priority DESC, id
+        """,
+        {"limit": limit, "node": node, "session": session, "host": host, "lease": lease_seconds},
+    )
+    jobs = [_job(r) for r in await cur.fetchall()]
+    await conn.commit()
+    return jobs
+
+
+# --------------------------------------------------------------------------- fenced writes
+
+
+async def mark_started(
+    conn: Conn,
+    lease: Lease,
+    *,
+    argv: list[str],
+    ffmpeg_version: str,
+    ffmpeg_sha256: str,
+    ffmpeg_fingerprint: str,
+    duration_s: float | None,
+    input_probe: dict[str, Any] | None,
+) -> bool:
+    params = _fence_params(lease) | {
+        "argv": Jsonb(argv),
+        "ver": ffmpeg_version,
+        "sha": ffmpeg_sha256,
+        "fp": ffmpeg_fingerprint,
+        "dur": duration_s,
+        "probe": Jsonb(input_probe),
+    }
+    async with conn.transaction():
+        cur = await conn.execute(
+            f"UPDATE jobs SET started_at = clock_timestamp(), duration_s = %(dur)s, progress = 0 "
+            f"WHERE {_FENCE}",
+            params,
+        )
+        if cur.rowcount != 1:
+            return False
+        await conn.execute(
+            """UPDATE attempts SET started_at = clock_timestamp(), argv = %(argv)s,
+                   ffmpeg_version = %(ver)s, ffmpeg_sha256 = %(sha)s,
+                   ffmpeg_fingerprint = %(fp)s, input_probe = %(probe)s
+             WHERE id = %(claim)s""",
+            params,
+        )
+    return True
+
+
+async def report_progress(
+    conn: Conn,
+    lease: Lease,
+    *,
+    progress: float | None,
+    fps: float | None,
+    speed: float | None,
+    eta_s: float | None,
+    out_time_s: float | None,
+) -> bool:
+    params = _fence_params(lease) | {
+        "progress": progress,
+        "fps": fps,
+        "speed": speed,
+        "eta": eta_s,
+        "out": out_time_s,
+    }
+    cur = await conn.execute(
+        f"""UPDATE jobs SET progress = %(progress)s, fps = %(fps)s, speed = %(speed)s,
+                   eta_s = %(eta)s, out_time_s = %(out)s
+             WHERE {_FENCE}""",
+        params,
+    )
+    await conn.commit()
+    return cur.rowcount == 1
+
+
+async def lock_for_finish(conn: Conn, lease: Lease) -> bool:
+    """Inside a transaction: lock our job row if we still own it.
+
+    Used around the final ``os.replace`` of a successful output: while we hold the row lock
+    no rescuer (SKIP LOCKED) or canceller can take the job, so the rename and the state change
+    happen together or not at all, and a node that lost the job never overwrites the new
+    owner's result.
+    """
+    cur = await conn.execute(f"SELECT 1 FROM jobs WHERE {_FENCE} FOR UPDATE", _fence_params(lease))
+    return await cur.fetchone() is not None
+
+
+async def finish(
+    conn: Conn,
+    lease: Lease,
+    *,
+    state: JobState,
+    exit_code: int | None,
+    reason: str | None,
+    stderr: str | None,
+    node: str,
+) -> bool:
+    """Record the end of our run (succeeded / failed). Call inside a transaction."""
+    blob, size = compress_stderr(stderr) if stderr is not None else (None, None)
+    params = _fence_params(lease) | {
+        "state": str(state),
+        "rc": exit_code,
+        "reason": reason,
+        "stderr": blob,
+        "size": size,
+    }
+    cur = await conn.execute(
+        f"""UPDATE jobs SET state = %(state)s, finished_at = clock_timestamp(),
+                   exit_code = %(rc)s, reason = %(reason)s, lease_until = NULL,
+                   progress = CASE WHEN %(state)s = 'succeeded' THEN 100 ELSE progress END,
+                   eta_s = NULL
+             WHERE {_FENCE}""",
+        params,
+    )
+    if cur.rowcount != 1:
+        return False
+    await _close_attempt(
+        conn, lease, outcome=str(state), exit_code=exit_code, reason=reason, stderr=(blob, size)
+    )
+    await _event(conn, str(state), lease.job_id, node, {"claim": lease.claim, "reason": reason})
+    return True
+
+
+async def _close_attempt(
+    conn: Conn,
+    lease: Lease,
+    *,
+    outcome: str,
+    exit_code: int | None,
+    reason: str | None,
+    stderr: tuple[bytes | None, int | None],
+    counted: bool = True,
+) -> None:
+    await conn.execute(
+        """UPDATE attempts SET finished_at = clock_timestamp(), outcome = %s, exit_code = %s,
+               reason = %s, stderr = coalesce(%s, stderr),
+               stderr_bytes = coalesce(%s, stderr_bytes), counted = %s
+         WHERE id = %s AND finished_at IS NULL""",
+        [outcome, exit_code, reason, stderr[0], stderr[1], counted, lease.claim],
+    )
+
+
+async def record_lost_attempt(
+    conn: Conn, lease: Lease, *, reason: str, exit_code: int | None, stderr: str | None
+) -> None:
+    """Audit of a run this node lost (canceled, rescued): its own attempt row only.
+
+    This never touches the job row, so it cannot disturb a new owner.
+    """
+    blob, size = compress_stderr(stderr) if stderr is not None else (None, None)
+    await _close_attempt(
+        conn, lease, outcome="lost", exit_code=exit_code, reason=reason, stderr=(blob, size)
+    )
+    await conn.commit()
+
+
+async def requeue_interrupted(
+    conn: Conn, lease: Lease, *, reason: str, stderr: str | None, node: str
+) -> bool:
+    """Give a job back without spending its attempt (graceful shutdown, pause)."""
+    blob, size = compress_stderr(stderr) if stderr is not None else (None, None)
+    async with conn.transaction():
+        cur = await conn.execute(
+            f"""UPDATE jobs SET state = 'queued', attempt = greatest(attempt - 1, 0),
+                       node = NULL, node_session = NULL, lease_until = NULL,
+                       started_at = NULL, progress = NULL, fps = NULL, speed = NULL,
+                       eta_s = NULL, out_time_s = NULL, reason = %(reason)s
+                 WHERE {_FENCE}""",
+            _fence_params(lease) | {"reason": reason},
+        )
+        if cur.rowcount != 1:
+            return False
+        await _close_attempt(
+            conn,
+            lease,
+            outcome="interrupted",
+            exit_code=None,
+            reason=reason,
+            stderr=(blob, size),
+            counted=False,
+        )
+        await _event(conn, "requeued", lease.job_id, node, {"reason": reason})
+    return True
+
+
+# --------------------------------------------------------------------------- node life
+
+
+async def recover_own(conn: Conn, *, node: str, session: str) -> list[int]:
+    """At start: jobs a previous run of this node left in ``running`` (it crashed).
+
+    The crashed run spent its attempt (the crash may have been the job's fault, e.g. OOM);
+    jobs out of attempts go ``dead``.
+    """
+    return await _requeue_lost(
+        conn,
+        "state = 'running' AND node = %(node)s AND node_session <> %(session)s",
+        {"node": node, "session": session},
+        reason=f"node {node} restarted after a crash",
+        by=node,
+    )
+
+
+async def rescue_expired(conn: Conn, *, by: str) -> list[int]:
+    """Jobs whose lease expired (their node died or is cut off) go back to the queue."""
+    return await _requeue_lost(
+        conn,
+        "state = 'running' AND lease_until < now()",
+        {},
+        reason=None,
+        by=by,
+    )
+
+
+async def _requeue_lost(
+    conn: Conn, where: str, params: dict[str, Any], *, reason: str | None, by: str
+) -> list[int]:
+    # The UPDATE repeats the condition: a job that finished (or was re-claimed) between the
+    # SELECT and the UPDATE must stay as it is.
+    cur = await conn.execute(
+        f"""
+        WITH lost AS MATERIALIZED (
+            SELECT id FROM jobs WHERE {where} FOR UPDATE SKIP LOCKED
+        ), moved AS (
+            UPDATE jobs j
+               SET state = CASE WHEN j.attempt >= j.max_attempts THEN 'dead' ELSE 'queued' END,
+                   reason = coalesce(%(reason)s, 'node ' || j.node || ' lost'),
+                   finished_at = CASE WHEN j.attempt >= j.max_attempts
+                                      THEN clock_timestamp() END,
+                   node_session = NULL, lease_until = NULL, started_at = NULL,
+                   progress = NULL, fps = NULL, speed = NULL, eta_s = NULL
+              FROM lost WHERE j.id = lost.id AND {where}
+            RETURNING j.id, j.claim, j.state, j.reason, j.node
+        ), att AS (
+            UPDATE attempts a SET outcome = 'lost', finished_at = clock_timestamp(),
+                   reason = moved.reason
+              FROM moved WHERE a.id = moved.claim AND a.finished_at IS NULL
+        ), ev AS (
+            INSERT INTO events (job_id, node, kind, detail)
+            SELECT id, %(by)s, 'rescue',
+                   jsonb_build_object('state', state, 'reason', reason, 'lost_node', node)
+              FROM moved
+        )
+        SELECT id FROM moved ORDER BY id
+        """,
+        params | {"reason": reason, "by": by},
+    )
+    ids = [r[0] for r in await cur.fetchall()]
+    await conn.commit()
+    return ids
+
+
+async def renew_leases(
+    conn: Conn, *, node: str, session: str, lease_seconds: float
+) -> dict[int, int]:
+    """One statement: the node's heartbeat and the leases of all its running jobs.
+
+    Returns {job id: claim} still owned; a running job missing from it was lost.
+    """
+    cur = await conn.execute(
+        """
+        WITH beat AS (
+            UPDATE nodes SET heartbeat_at = now()
+             WHERE identifier = %(node)s AND session = %(session)s
+        )
+        UPDATE jobs SET lease_until = now() + make_interval(secs => %(lease)s)
+         WHERE node_session = %(session)s AND state = 'running'
+        RETURNING id, claim
+        """,
+        {"node": node, "session": session, "lease": lease_seconds},
+    )
+    owned = {r[0]: r[1] for r in await cur.fetchall()}
+    await conn.commit()
+    return owned
+
+
+# --------------------------------------------------------------------------- user actions
+
+
+async def cancel(conn: Conn, ids: Iterable[int], *, by: str) -> dict[int, str]:
+    """Cancel queued or running jobs. Returns {id: previous state} for every id found.
+
+    A running job is canceled by its state alone: the owning node learns it from NOTIFY (or at
+    its next fenced write / heartbeat) and stops its FFmpeg.
+    """
+    id_list = list(ids)
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT id, state FROM jobs WHERE id = ANY(%s) FOR UPDATE", [id_list]
+        )
+        found = {r[0]: r[1] for r in await cur.fetchall()}
+        todo = [i for i, s in found.items() if s in ("queued", "running")]
+        if todo:
+            await conn.execute(
+                """UPDATE jobs SET state = 'canceled', finished_at = clock_timestamp(),
+                       reason = 'canceled by ' || %s, lease_until = NULL, eta_s = NULL
+                 WHERE id = ANY(%s)""",
+                [by, todo],
+            )
+            await conn.execute(
+                """INSERT INTO events (job_id, kind, detail)
+                   SELECT unnest(%s::bigint[]), 'canceled', jsonb_build_object('by', %s::text)""",
+                [todo, by],
+            )
+    return found
+
+
+async def retry(conn: Conn, ids: Iterable[int], *, by: str) -> dict[int, str]:
+    """Put failed / dead / canceled jobs back in the queue with a fresh attempt budget.
+    Their attempts stay in the audit trail. Returns {id: previous state}."""
+    id_list = list(ids)
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT id, state FROM jobs WHERE id = ANY(%s) FOR UPDATE", [id_list]
+        )
+        found = {r[0]: r[1] for r in await cur.fetchall()}
+        todo = [i for i, s in found.items() if s in ("failed", "dead", "canceled")]
+        if todo:
+            await conn.execute(
+                """UPDATE jobs SET state = 'queued', attempt = 0, not_before = now(),
+                       node = NULL, node_session = NULL, claim = NULL, lease_until = NULL,
+                       claimed_at = NULL, started_at = NULL, finished_at = NULL,
+                       progress = NULL, fps = NULL, speed = NULL, eta_s = NULL,
+                       out_time_s = NULL, exit_code = NULL, reason = NULL
+                 WHERE id = ANY(%s)""",
+                [todo],
+            )
+            await conn.execute(
+                """INSERT INTO events (job_id, kind, detail)
+                   SELECT unnest(%s::bigint[]), 'retried', jsonb_build_object('by', %s::text)""",
+                [todo, by],
+            )
+    return found
+
+
+# --------------------------------------------------------------------------- reading
+
+
+async def list_jobs(
+    conn: Conn,
+    *,
+    states: Sequence[str] = (),
+    limit: int | None = None,
+    since_revision: int | None = None,
+) -> list[Job]:
+    clauses, params = [], {}
+    if states:
+        clauses.append("state = ANY(%(states)s)")
+        params["states"] = list(states)
+    if since_revision is not None:
+        clauses.append("revision > %(rev)s")
+        params["rev"] = since_revision
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    lim = f"LIMIT {int(limit)}" if limit else ""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id {lim}", params)
+    return [_job(r) for r in await cur.fetchall()]
+
+
+async def get_job(conn: Conn, job_id: int) -> Job | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", [job_id])
+    row = await cur.fetchone()
+    return _job(row) if row else None
+
+
+async def get_attempts(conn: Conn, job_id: int) -> list[Attempt]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        """SELECT id, job_id, seq, node, node_session, host, claimed_at, started_at,
+                  finished_at, outcome, counted, exit_code, reason, argv, ffmpeg_version,
+                  ffmpeg_sha256, ffmpeg_fingerprint, input_probe, stderr, stderr_bytes
+             FROM attempts WHERE job_id = %s ORDER BY id""",
+        [job_id],
+    )
+    rows = await cur.fetchall()
+    out = []
+    for r in rows:
+        r["stderr"] = decompress_stderr(r["stderr"])
+        r["node_session"] = str(r["node_session"])
+        out.append(Attempt(**r))
+    return out
+
+
+async def get_events(conn: Conn, job_id: int) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT at, node, kind, detail FROM events WHERE job_id = %s ORDER BY id", [job_id]
+    )
+    return list(await cur.fetchall())
+
+
+async def counts_by_state(conn: Conn) -> dict[str, int]:
+    cur = await conn.execute("SELECT state, count(*) FROM jobs GROUP BY state")
+    return {r[0]: r[1] for r in await cur.fetchall()}

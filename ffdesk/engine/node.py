@@ -1,0 +1,406 @@
+"""The node engine: claim, run FFmpeg, report, heartbeat; the same code headless and in the GUI.
+
+Loops (all on one SelectorEventLoop):
+
+* claim loop: claims up to the free slots in one statement; wakes on NOTIFY within milliseconds,
+  on a freed slot, or every ``poll_interval`` seconds as the fallback;
+* listener: one dedicated autocommit connection doing LISTEN; tells the claim loop about new
+  work and running jobs about cancels (a lost notification only costs latency: the heartbeat
+  finds the same thing out);
+* heartbeat: renews the node row and the leases of all its running jobs in one statement, and
+  runs the rescuer for jobs whose node died;
+* one task per running job (see :mod:`ffdesk.engine.job_run`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import platform
+import socket
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import psycopg
+
+from ffdesk import __version__
+from ffdesk.core.config import Settings
+from ffdesk.core.errors import ConfigError
+from ffdesk.core.secrets import mask_url
+from ffdesk.db import jobs as jobs_sql
+from ffdesk.db import migrate, nodes
+from ffdesk.db.connect import connect_async
+from ffdesk.engine.dbaccess import Pool, backoff
+from ffdesk.engine.job_run import JobRun, Tools
+from ffdesk.ffmpeg.locate import find_ffmpeg, find_ffprobe, identify
+
+log = logging.getLogger("ffdesk.node")
+qlog = logging.getLogger("ffdesk.queue")
+clog = logging.getLogger("ffdesk.cluster")
+
+CHANNEL = "ffdesk"
+
+
+@dataclass
+class NodeStats:
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    lost: int = 0
+    requeued: int = 0
+    finished_ids: list[int] = field(default_factory=list)
+
+
+class Node:
+    def __init__(self, settings: Settings, db_url: str, *, exit_when_idle: bool = False) -> None:
+        self.settings = settings
+        self.db_url = db_url
+        self.exit_when_idle = exit_when_idle
+        self.identifier = settings.identifier
+        self.session = str(uuid.uuid4())
+        self.host = socket.gethostname()
+        self.stats = NodeStats()
+        self.running: dict[int, JobRun] = {}
+        self.pool: Pool | None = None
+        self.tools: Tools | None = None
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._stop_now = False
+        self._tasks: set[asyncio.Task] = set()
+        self._job_tasks: set[asyncio.Task] = set()
+        self.ready = asyncio.Event()  # set once registered and claiming (tests, GUI)
+
+    # ------------------------------------------------------------------ control
+
+    def request_stop(self, *, immediately: bool = False) -> None:
+        """Stop claiming; running jobs get ``grace`` seconds (none if ``immediately``)."""
+        if self._stopping.is_set():
+            immediately = True  # a second Ctrl-C: do not wait any longer
+        if immediately:
+            self._stop_now = True
+            for run in list(self.running.values()):
+                run.interrupt("node shutting down")
+        self._stopping.set()
+        self._wake.set()
+
+    # ------------------------------------------------------------------ main
+
+    async def run(self) -> NodeStats:
+        self.tools = await asyncio.to_thread(self._find_tools)
+        self.pool = Pool(self.db_url, size=max(4, self.settings.slots + 2))
+        await self.pool.open()
+        try:
+            await self.pool.run(migrate.migrate)
+            await self._register()
+            await self._recover_own()
+            self._spawn(self._listen_loop(), "listener")
+            self._spawn(self._heartbeat_loop(), "heartbeat")
+            log.info(
+                "node %s online: %d slot(s), ffmpeg %s, database %s",
+                self.identifier,
+                self.settings.slots,
+                self.tools.identity.version,
+                mask_url(self.db_url),
+            )
+            self.ready.set()
+            await self._claim_loop()
+            await self._drain()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            with contextlib.suppress(psycopg.Error):
+                await self.pool.run(lambda c: nodes.set_offline(c, self.identifier, self.session))
+            await self.pool.close()
+        log.info(
+            "node %s stopped: %d succeeded, %d failed, %d given back",
+            self.identifier,
+            self.stats.succeeded,
+            self.stats.failed,
+            self.stats.requeued,
+        )
+        return self.stats
+
+    def _find_tools(self) -> Tools:
+        ffmpeg = find_ffmpeg(self.settings.ffmpeg)
+        ffprobe = find_ffprobe(self.settings.ffprobe, ffmpeg)
+        return Tools(ffmpeg=ffmpeg, ffprobe=ffprobe, identity=identify(ffmpeg))
+
+    def _spawn(self, coro, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "%s stopped unexpectedly: %s",
+                task.get_name(),
+                task.exception(),
+                exc_info=task.exception(),
+            )
+            self.request_stop()
+
+    async def _register(self) -> None:
+        assert self.pool is not None and self.tools is not None
+        stale_after = self.settings.heartbeat * 2
+        owner = await self.pool.run(
+            lambda c: nodes.find_live_owner(c, self.identifier, stale_after=stale_after)
+        )
+        if owner is not None and not self._owner_is_dead(owner):
+            raise ConfigError(
+                f"another node named '{self.identifier}' is running on {owner['host']} "
+                f"(pid {owner['pid']}, heartbeat {owner['age']:.0f} s ago); "
+                "give this one a different --identifier"
+            )
+        me = psutil.Process()
+        info = nodes.NodeInfo(
+            identifier=self.identifier,
+            session=self.session,
+            host=self.host,
+            pid=me.pid,
+            pid_created=me.create_time(),
+            os=f"{platform.system()} {platform.release()}",
+            arch=platform.machine(),
+            cpu=_cpu_model(),
+            cores=os.cpu_count() or 1,
+            ram_bytes=psutil.virtual_memory().total,
+            app_version=__version__,
+            ffmpeg_version=self.tools.identity.version_line,
+            ffmpeg_fingerprint=self.tools.identity.fingerprint,
+            slots=self.settings.slots,
+        )
+        await self.pool.run(lambda c: nodes.register(c, info))
+
+    def _owner_is_dead(self, owner: dict) -> bool:
+        """A registry row from this host whose process is gone (crash, kill -9) is no owner."""
+        if owner["host"] != self.host or owner["pid"] is None:
+            return False
+        try:
+            proc = psutil.Process(owner["pid"])
+            return abs(proc.create_time() - (owner["pid_created"] or 0)) > 1.0
+        except psutil.Error:
+            return True
+
+    async def _recover_own(self) -> None:
+        assert self.pool is not None
+        stranded = await self.pool.run(lambda c: jobs_sql.list_jobs(c, states=["running"]))
+        stranded = [j for j in stranded if j.node == self.identifier]
+        ids = await self.pool.run(
+            lambda c: jobs_sql.recover_own(c, node=self.identifier, session=self.session)
+        )
+        if ids:
+            log.warning(
+                "took back %d job(s) a previous run of this node left running: %s",
+                len(ids),
+                ", ".join(map(str, ids)),
+            )
+        for job in stranded:
+            if job.id in ids and job.claim is not None:
+                JobRun.discard_temp_of(job)
+
+    # ------------------------------------------------------------------ claiming
+
+    async def _claim_loop(self) -> None:
+        assert self.pool is not None
+        attempt = 0
+        while not self._stopping.is_set():
+            free = self.settings.slots - len(self.running)
+            claimed = []
+            if free > 0:
+                self._wake.clear()  # before the query: a NOTIFY during it wakes us again
+                try:
+                    claimed = await self.pool.run(self._claim(free))
+                    attempt = 0
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                    delay = backoff(attempt, cap=self.settings.poll_interval)
+                    attempt += 1
+                    log.warning(
+                        "cannot claim jobs: database unavailable (%s); retry in %.1f s",
+                        str(exc).strip().splitlines()[-1:],
+                        delay,
+                    )
+                    await self._sleep_or_wake(delay)
+                    continue
+                for job in claimed:
+                    self._start_job(job)
+                if len(claimed) == free:
+                    continue  # maybe more waiting: claim again at once
+                idle = self.exit_when_idle and not self.running and not claimed
+                if idle and await self._queue_is_empty():
+                    log.info("queue is empty and nothing runs: exiting (--exit-when-idle)")
+                    return
+            await self._sleep_or_wake(self.settings.poll_interval)
+
+    def _claim(self, free: int):
+        async def claim(conn):
+            jobs = await jobs_sql.claim(
+                conn,
+                node=self.identifier,
+                session=self.session,
+                host=self.host,
+                limit=free,
+                lease_seconds=self.settings.lease_seconds,
+            )
+            if jobs:
+                qlog.debug("claimed %s", ", ".join(f"#{j.id}" for j in jobs))
+            return jobs
+
+        return claim
+
+    async def _queue_is_empty(self) -> bool:
+        assert self.pool is not None
+        counts = await self.pool.run(jobs_sql.counts_by_state)
+        return counts.get("queued", 0) == 0
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    def _start_job(self, job) -> None:
+        assert self.pool is not None and self.tools is not None
+        self.stats.claimed += 1
+        run = JobRun(
+            job,
+            node=self.identifier,
+            session=self.session,
+            pool=self.pool,
+            tools=self.tools,
+            stats=self.stats,
+        )
+        self.running[job.id] = run
+        task = asyncio.create_task(run.run(), name=f"job-{job.id}")
+        self._job_tasks.add(task)
+
+        def done(t: asyncio.Task, job_id: int = job.id) -> None:
+            self._job_tasks.discard(t)
+            self.running.pop(job_id, None)
+            if not t.cancelled() and t.exception() is not None:
+                log.error(
+                    "job #%d: unexpected error: %s", job_id, t.exception(), exc_info=t.exception()
+                )
+            self._wake.set()  # a slot is free
+
+        task.add_done_callback(done)
+
+    async def _drain(self) -> None:
+        """After stop: let running jobs finish within the grace period, then give them back."""
+        if not self._job_tasks:
+            return
+        if not self._stop_now:
+            log.info(
+                "waiting up to %.0f s for %d running job(s) to finish",
+                self.settings.grace,
+                len(self._job_tasks),
+            )
+            _, pending = await asyncio.wait(set(self._job_tasks), timeout=self.settings.grace)
+        else:
+            pending = set(self._job_tasks)
+        if pending:
+            log.info("grace period over: giving %d job(s) back to the queue", len(pending))
+            for run in list(self.running.values()):
+                run.interrupt("node shutting down")
+            await asyncio.wait(pending, timeout=30)
+
+    # ------------------------------------------------------------------ listening
+
+    async def _listen_loop(self) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            if not self.settings.listen:
+                await self._stopping.wait()  # poll-only mode
+                return
+            try:
+                conn = await connect_async(self.db_url, autocommit=True)
+            except Exception as exc:
+                delay = backoff(attempt)
+                attempt += 1
+                clog.warning("listener cannot connect (%s); retry in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            try:
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    attempt = 0
+                    clog.debug("listening on channel %s", CHANNEL)
+                    self._wake.set()  # whatever happened while we were not listening
+                    async for note in conn.notifies():
+                        self._on_notify(note.payload)
+            except psycopg.Error as exc:
+                delay = backoff(attempt)
+                attempt += 1
+                clog.warning(
+                    "listener connection lost (%s); reconnecting in %.1f s",
+                    str(exc).strip().splitlines()[-1:],
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    def _on_notify(self, payload: str) -> None:
+        try:
+            note = json.loads(payload)
+        except ValueError:
+            return
+        if note.get("k") != "job":
+            return
+        if note.get("q"):
+            self._wake.set()
+        ids = note.get("ids")
+        if ids is None:
+            if self.running:
+                self._spawn(self._check_leases(), "lease-check")
+            return
+        for job_id, state in ids:
+            run = self.running.get(job_id)
+            if run is not None and state != "running":
+                run.lose(f"job is now {state}")
+
+    # ------------------------------------------------------------------ heartbeat
+
+    async def _heartbeat_loop(self) -> None:
+        beats = 0
+        while True:
+            await asyncio.sleep(self.settings.heartbeat)
+            try:
+                await self._check_leases()
+                beats += 1
+                if beats % 2 == 0:
+                    rescued = await self.pool.run(  # type: ignore[union-attr]
+                        lambda c: jobs_sql.rescue_expired(c, by=self.identifier)
+                    )
+                    if rescued:
+                        clog.warning("rescued job(s) of a lost node: %s", rescued)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                clog.warning(
+                    "heartbeat failed: database unavailable (%s)",
+                    str(exc).strip().splitlines()[-1:],
+                )
+
+    async def _check_leases(self) -> None:
+        assert self.pool is not None
+        owned = await self.pool.run(
+            lambda c: jobs_sql.renew_leases(
+                c,
+                node=self.identifier,
+                session=self.session,
+                lease_seconds=self.settings.lease_seconds,
+            )
+        )
+        clog.debug("heartbeat: %d lease(s) renewed", len(owned))
+        for job_id, run in list(self.running.items()):
+            if run.started_claim and owned.get(job_id) != run.lease.claim:
+                run.lose("this node no longer owns the job")
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()

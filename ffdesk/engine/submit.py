@@ -1,0 +1,95 @@
+"""Turn files and folders into jobs: validate, name outputs, enqueue in one transaction."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ffdesk.core.errors import FfdeskError
+from ffdesk.core.media import expand
+from ffdesk.core.model import NewJob
+from ffdesk.ffmpeg.presets import Preset
+
+
+class SubmitError(FfdeskError):
+    """Nothing was queued: the request itself is wrong."""
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    preset: Preset
+    paths: list[Path]
+    output_dir: Path | None = None
+    priority: int = 0
+    max_attempts: int = 3
+
+
+def submitter() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def plan_jobs(request: SubmitRequest) -> list[NewJob]:
+    """Validate everything before queuing anything: one bad path queues nothing."""
+    missing = [p for p in request.paths if not p.exists()]
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:3])
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise SubmitError(f"no such file or folder: {shown}{more}")
+    files = [p.absolute() for p in expand(request.paths)]
+    if not files:
+        raise SubmitError("no media files found in the given folder(s)")
+    if request.output_dir is not None:
+        check_output_dir(request.output_dir)
+    jobs = []
+    for src in files:
+        if not src.is_file():
+            raise SubmitError(f"not a regular file: {src}")
+        out_dir = request.output_dir.absolute() if request.output_dir else src.parent
+        output = out_dir / request.preset.output_name(src)
+        if output == src:
+            raise SubmitError(
+                f"preset '{request.preset.name}' would overwrite its input {src}; "
+                "choose an --output-dir"
+            )
+        jobs.append(
+            NewJob(
+                input=str(src),
+                output=str(output),
+                preset=request.preset.name,
+                preset_args=list(request.preset.args),
+                needs=list(request.preset.needs),
+                priority=request.priority,
+                max_attempts=request.max_attempts,
+            )
+        )
+    outputs = [j.output for j in jobs]
+    if len(set(outputs)) != len(outputs):
+        dup = next(o for o in outputs if outputs.count(o) > 1)
+        raise SubmitError(f"two inputs would write the same output {dup}")
+    return jobs
+
+
+def check_output_dir(folder: Path) -> None:
+    """Refuse an output folder nobody can write to, before queuing (a real write test)."""
+    if folder.exists() and not folder.is_dir():
+        raise SubmitError(f"output folder is a file: {folder}")
+    probe_dir = folder
+    while not probe_dir.exists():  # it will be created: the first existing parent must be writable
+        probe_dir = probe_dir.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe_dir, prefix=".ffdesk-write-test-"):
+            pass
+    except OSError as exc:
+        raise SubmitError(
+            f"output folder is not writable: {folder} ({exc.strerror or exc})"
+        ) from None
+    if not os.access(probe_dir, os.W_OK | os.X_OK):
+        raise SubmitError(f"output folder is not writable: {folder}")

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: system packages, .venv, lint, tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/install.sh --test
+.venv/bin/ruff check ffdesk tests bench tools
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"
