@@ -194,7 +194,8 @@ def _quiet_console() -> None:
             handler.setLevel(logging.WARNING)
 
 
-def _run_db(settings: Settings, places: Places, fn: Callable[[Any], Any]) -> Any:
+def _run_db(settings: Settings, places: Places, fn: Callable[[Any], Any], *,
+            migrate_first: bool = True) -> Any:
     """Open the database (embedded or --database), migrate, run ``fn(conn)``, close."""
     from ffdesk.db import migrate
     from ffdesk.db.connect import connect_async, database
@@ -203,7 +204,8 @@ def _run_db(settings: Settings, places: Places, fn: Callable[[Any], Any]) -> Any
     async def go(url: str) -> Any:
         conn = await connect_async(url)
         try:
-            await migrate.migrate(conn)
+            if migrate_first:
+                await migrate.migrate(conn)
             return await fn(conn)
         finally:
             await conn.close()
@@ -474,7 +476,7 @@ def cmd_db(args: argparse.Namespace, settings: Settings, places: Places) -> int:
     if action == "migrate":
         from ffdesk.db import migrate
 
-        applied = _run_db(settings, places, migrate.migrate)
+        applied = _run_db(settings, places, migrate.migrate, migrate_first=False)
         print(
             f"schema is at version {migrate.latest_version()}"
             + (f" (applied {', '.join(map(str, applied))})" if applied else "")

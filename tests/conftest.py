@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -73,17 +74,27 @@ class PgServer:
 
 
 @pytest.fixture(scope="session")
-def pg18(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
-    server = PgServer(tmp_path_factory.mktemp("pg18") / "postgres", None, "embedded-18")
+def server_root() -> Iterator[Path]:
+    # Not under pytest's tmp dir: every pytest session resets /tmp/pytest-of-<user> to 0700,
+    # which would lock the unprivileged server user (used when tests run as root) out of a
+    # server another session started.
+    root = Path(tempfile.mkdtemp(prefix="ffdesk-test-pg-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg18(server_root: Path) -> Iterator[PgServer]:
+    server = PgServer(server_root / "pg18", None, "embedded-18")
     yield server
     server.close()
 
 
 @pytest.fixture(scope="session")
-def pg15(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+def pg15(server_root: Path) -> Iterator[PgServer]:
     if not (PG15_BIN / "initdb").exists():
         pytest.skip("Debian's PostgreSQL 15 is not installed (apt-get install postgresql-15)")
-    server = PgServer(tmp_path_factory.mktemp("pg15") / "postgres", PG15_BIN, "debian-15")
+    server = PgServer(server_root / "pg15", PG15_BIN, "debian-15")
     yield server
     server.close()
 
@@ -285,7 +296,8 @@ def nodes() -> Iterator[list[NodeProcess]]:
 
 def query(url: str, sql: str, params: Any = None) -> list[tuple]:
     with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(sql, params).fetchall()
+        cur = conn.execute(sql, params)
+        return cur.fetchall() if cur.description else []
 
 
 def job_states(url: str) -> dict[int, str]:

@@ -94,6 +94,8 @@ class Job:
             if isinstance(value, datetime):
                 data[key] = value.isoformat()
         data["node_session"] = str(self.node_session) if self.node_session else None
+        data["queue_seconds"] = self.queue_seconds
+        data["run_seconds"] = self.run_seconds
         return data
 
 

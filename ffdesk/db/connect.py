@@ -42,8 +42,9 @@ class Database:
 
 def describe_error(url: str, exc: BaseException) -> str:
     """One line for a failed connection, never with the password in it."""
-    text = str(exc).strip().splitlines()
-    detail = text[-1] if text else exc.__class__.__name__
+    # psycopg says e.g. 'connection failed: connection to server at "h", port 1 failed:
+    # Connection refused\n\tIs the server running...': keep all of it, on one line.
+    detail = " ".join(str(exc).split()) or exc.__class__.__name__
     detail = detail.removeprefix("connection failed: ")
     return mask_url(f"cannot connect to the database {url}: {detail}")
 
