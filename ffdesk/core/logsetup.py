@@ -34,6 +34,15 @@ class _MaskingFormatter(logging.Formatter):
         return mask_url(super().format(record))  # also covers exception text
 
 
+class _ConsoleFormatter(_MaskingFormatter):
+    """Tracebacks belong in the log file; a terminal gets one line per message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        plain = logging.makeLogRecord(record.__dict__)
+        plain.exc_info = plain.exc_text = plain.stack_info = None
+        return super().format(plain)
+
+
 def parse_debug(spec: str) -> set[str]:
     areas = {a.strip().lower() for a in (spec or "").split(",") if a.strip()}
     if "all" in areas:
@@ -58,7 +67,7 @@ def setup_logging(log_file: Path | None, debug: str = "", *, console: bool = Tru
     formatter = _MaskingFormatter(_FORMAT)
     if console:
         stream = logging.StreamHandler(sys.stderr)
-        stream.setFormatter(formatter)
+        stream.setFormatter(_ConsoleFormatter(_FORMAT))
         stream.addFilter(_AreaLevel(areas, default=logging.INFO))
         root.addHandler(stream)
     if log_file is not None:

@@ -222,6 +222,8 @@ class EmbeddedServer:
 
     def _start(self) -> None:
         self._remove_stale_pid_files()
+        if _server_user() is not None:  # parents may have been tightened since initdb
+            _allow_traverse(self.root)
         host, port = self._listen_spec()
         lines = [
             f"port = {port}",
@@ -337,6 +339,8 @@ class EmbeddedServer:
         return self._Postmaster(pid, port, host, line(7))
 
     def _is_our_postmaster(self, pid: int) -> bool:
+        if pid <= 0:  # a negative PID marks a single-user backend (initdb at work)
+            return False
         try:
             proc = psutil.Process(pid)
             name = proc.name().lower()
