@@ -19,7 +19,7 @@ import psycopg
 from ffdesk.core.model import Job, JobState, Lease
 from ffdesk.db import jobs as jobs_sql
 from ffdesk.engine.dbaccess import Pool
-from ffdesk.ffmpeg.failure import explain_failure
+from ffdesk.ffmpeg.failure import classify_failure, explain_failure
 from ffdesk.ffmpeg.locate import Identity
 from ffdesk.ffmpeg.presets import Preset
 from ffdesk.ffmpeg.probe import ProbeError, ProbeResult, probe
@@ -198,7 +198,14 @@ class JobRun:
                 ffmpeg=self.tools.ffmpeg,
             )
             if problem:
-                await self._fail(f"output failed verification: {problem}", result)
+                # FFmpeg 5.1 exits 0 on a full disk: the stderr may know better than the probe.
+                known = classify_failure(result.exit_code, result.stderr)
+                reason = (
+                    known.reason
+                    if known.kind != "unknown"
+                    else (f"output failed verification: {problem}")
+                )
+                await self._fail(reason, result)
             else:
                 await self._succeed(result)
             return
