@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install.sh --test
-.venv/bin/ruff check ffdesk tests bench tools
+.venv/bin/ruff check .
 .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"
