@@ -95,6 +95,7 @@ def _build_parser() -> argparse.ArgumentParser:
     node.add_argument(
         "--exit-when-idle", action="store_true", help="exit once the queue is empty and no job runs"
     )
+    node.add_argument("--tags", help="comma separated labels, e.g. gpu,big-mem")
 
     submit = add("submit", "queue files (folders expand to the media files inside)")
     submit.add_argument("--preset", required=True, help="preset name (see 'ffdesk presets')")
@@ -125,6 +126,23 @@ def _build_parser() -> argparse.ArgumentParser:
     retry = add("retry", "put failed, dead or canceled jobs back in the queue")
     retry.add_argument("ids", type=int, nargs="+", metavar="ID")
 
+    priority = add("priority", "change the priority of queued or running jobs")
+    priority.add_argument("priority", type=int, help="new priority (higher runs first)")
+    priority.add_argument("ids", type=int, nargs="+", metavar="ID")
+
+    nodes_cmd = add("nodes", "list the nodes, or pause / resume / drain one")
+    nodes_cmd.add_argument("--json", action="store_true")
+    nodes_sub = nodes_cmd.add_subparsers(
+        dest="nodes_command", metavar="ACTION", parser_class=_Parser
+    )
+    for action, text in (
+        ("pause", "stop claiming and give running jobs back now"),
+        ("resume", "claim jobs again"),
+        ("drain", "stop claiming; let running jobs finish"),
+    ):
+        act = nodes_sub.add_parser(action, parents=[common], help=text)
+        act.add_argument("identifier", metavar="NAME")
+
     presets = add("presets", "list the presets")
     presets.add_argument("--json", action="store_true")
 
@@ -137,6 +155,13 @@ def _build_parser() -> argparse.ArgumentParser:
     url = db_sub.add_parser("url", parents=[common], help="print the connection URL")
     url.add_argument("--show-password", action="store_true")
     db_sub.add_parser("stop", parents=[common], help="stop the embedded server")
+    share = db_sub.add_parser(
+        "share", parents=[common], help="let other machines use this machine's embedded database"
+    )
+    share.add_argument(
+        "--port", type=int, default=None, help="TCP port to listen on (default 5432)"
+    )
+    db_sub.add_parser("unshare", parents=[common], help="stop listening on the network")
     db_sub.add_parser("migrate", parents=[common], help="apply pending schema migrations")
 
     demo = add("demo", "generate three short clips, queue them and encode them here")
@@ -194,8 +219,9 @@ def _quiet_console() -> None:
             handler.setLevel(logging.WARNING)
 
 
-def _run_db(settings: Settings, places: Places, fn: Callable[[Any], Any], *,
-            migrate_first: bool = True) -> Any:
+def _run_db(
+    settings: Settings, places: Places, fn: Callable[[Any], Any], *, migrate_first: bool = True
+) -> Any:
     """Open the database (embedded or --database), migrate, run ``fn(conn)``, close."""
     from ffdesk.db import migrate
     from ffdesk.db.connect import connect_async, database
@@ -227,7 +253,9 @@ def cmd_node(args: argparse.Namespace, settings: Settings, places: Places) -> in
     from ffdesk.engine.node import Node
 
     with database(settings, places) as db:
-        node = Node(settings, db.url, exit_when_idle=args.exit_when_idle)
+        node = Node(
+            settings, db.url, exit_when_idle=args.exit_when_idle, cache_dir=places.cache_dir
+        )
 
         async def main() -> None:
             import asyncio
@@ -468,6 +496,71 @@ def _report_action(
     return code
 
 
+def cmd_priority(args: argparse.Namespace, settings: Settings, places: Places) -> int:
+    from ffdesk.db import jobs as jobs_sql
+    from ffdesk.engine.submit import submitter
+
+    found = _run_db(
+        settings,
+        places,
+        lambda c: jobs_sql.set_priority(c, args.ids, args.priority, by=submitter()),
+    )
+    return _report_action(args.ids, found, ("queued", "running"), f"priority {args.priority}")
+
+
+def cmd_nodes(args: argparse.Namespace, settings: Settings, places: Places) -> int:
+    from ffdesk.db import nodes as nodes_sql
+    from ffdesk.engine.submit import submitter
+
+    action = getattr(args, "nodes_command", None)
+    if action:
+        previous = _run_db(
+            settings,
+            places,
+            lambda c: nodes_sql.request_state(c, args.identifier, action, by=submitter()),
+        )
+        if previous is None:
+            raise FfdeskError(f"no node named '{args.identifier}'")
+        target = nodes_sql.REMOTE_ACTIONS[action]
+        if previous == "offline":
+            raise FfdeskError(f"node '{args.identifier}' is offline")
+        print(
+            f"{args.identifier}: {previous} -> {target}"
+            if previous != target
+            else f"{args.identifier}: already {target}"
+        )
+        return EXIT_OK
+    rows = _run_db(settings, places, nodes_sql.list_nodes)
+    if getattr(args, "json", False):
+        _print_json(rows)
+        return EXIT_OK
+    if not rows:
+        print("no nodes")
+        return EXIT_OK
+    table = [("NODE", "STATE", "HEARTBEAT", "SLOTS", "JOBS", "FPS", "HOST", "FFMPEG", "ENCODERS")]
+    for n in rows:
+        table.append(
+            (
+                n["identifier"],
+                n["state"]
+                + (
+                    f" ({n['state_reason']})"
+                    if n["state"] != "online" and n["state_reason"]
+                    else ""
+                ),
+                f"{n['heartbeat_age']:.0f}s ago",
+                f"{n['running']}/{n['slots']}",
+                ",".join(f"#{i}" for i in n["job_ids"]) or "-",
+                f"{n['fps']:.0f}" if n["fps"] else "-",
+                f"{n['host']} ({n['os']})",
+                (n["ffmpeg_version"] or "").removeprefix("ffmpeg version ").split(" ")[0],
+                ",".join(n["encoders"]) or "-",
+            )
+        )
+    _print_table(table)
+    return EXIT_OK
+
+
 def cmd_db(args: argparse.Namespace, settings: Settings, places: Places) -> int:
     from ffdesk.db.embedded import EmbeddedServer
 
@@ -484,8 +577,29 @@ def cmd_db(args: argparse.Namespace, settings: Settings, places: Places) -> int:
         return EXIT_OK
     if settings.database and action in ("status", "url"):
         return _external_db(action, args, settings, places)
-    if settings.database and action == "stop":
-        raise FfdeskError("'db stop' only stops the embedded server; this node uses --database")
+    if settings.database and action in ("stop", "share", "unshare"):
+        raise FfdeskError(
+            f"'db {action}' works on the embedded server only; this command was given --database"
+        )
+    if action == "share":
+        info = server.share(args.port)
+        print(
+            f"the embedded database listens on port {info.port} (password required, scram-sha-256)"
+        )
+        print("join another machine with:")
+        print(f"  ffdesk node --database '{info.join_url}'")
+        print(
+            "it is reachable while ffdesk runs on this machine (a node or the app); keep the "
+            "URL secret; 'ffdesk db unshare' closes it again"
+        )
+        return EXIT_OK
+    if action == "unshare":
+        print(
+            "no longer listening on the network"
+            if server.unshare()
+            else "the embedded database was not shared"
+        )
+        return EXIT_OK
     if action == "stop":
         print("embedded server stopped" if server.stop() else "embedded server was not running")
         return EXIT_OK
@@ -522,6 +636,8 @@ def cmd_db(args: argparse.Namespace, settings: Settings, places: Places) -> int:
         print(f"  url: {server.url(with_password=False)}")
     else:
         print("  not running (it starts on first use)")
+    if st.shared_port:
+        print(f"  shared on the network, port {st.shared_port} ('ffdesk db unshare' to stop)")
     return EXIT_OK
 
 
@@ -559,6 +675,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Places], int]] = {
     "cancel": cmd_cancel,
     "retry": cmd_retry,
     "presets": cmd_presets,
+    "priority": cmd_priority,
+    "nodes": cmd_nodes,
     "db": cmd_db,
     "demo": cmd_demo,
 }

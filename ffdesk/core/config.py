@@ -42,6 +42,7 @@ class Settings:
     grace: float = 30.0  # on SIGTERM, let running jobs finish this long
     max_attempts: int = 3
     output_dir: str | None = None  # default output folder for submit (None: next to input)
+    tags: str = ""  # comma separated labels jobs can ask for, e.g. "gpu,big-mem"
     debug: str = ""  # comma separated areas: db,queue,ffmpeg,cluster,node or "all"
 
     @property

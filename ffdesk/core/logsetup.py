@@ -83,6 +83,15 @@ def setup_logging(log_file: Path | None, debug: str = "", *, console: bool = Tru
         root.addHandler(handler)
     for handler in root.handlers:
         handler.addFilter(MaskSecrets())
+    # psycopg_pool reports failed reconnects itself; give them our format and masking
+    # instead of Python's bare last-resort handler.
+    driver = logging.getLogger("psycopg")
+    for handler in list(driver.handlers):
+        driver.removeHandler(handler)
+    driver.setLevel(logging.WARNING)
+    driver.propagate = False
+    for handler in root.handlers:
+        driver.addHandler(handler)
 
 
 class _AreaLevel(logging.Filter):

@@ -68,12 +68,13 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
         raise DatabaseError(describe_error(url, exc)) from None
 
 
-async def connect_async(url: str, *, autocommit: bool = False) -> psycopg.AsyncConnection:
+async def connect_async(
+    url: str, *, autocommit: bool = False, application_name: str = "ffdesk"
+) -> psycopg.AsyncConnection:
     check_url(url)
+    kwargs = connection_kwargs() | {"application_name": application_name}
     try:
-        return await psycopg.AsyncConnection.connect(
-            url, autocommit=autocommit, **connection_kwargs()
-        )
+        return await psycopg.AsyncConnection.connect(url, autocommit=autocommit, **kwargs)
     except psycopg.Error as exc:
         raise DatabaseError(describe_error(url, exc)) from None
 

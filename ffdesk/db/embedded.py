@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import secrets
@@ -69,6 +70,17 @@ def binaries_dir() -> Path:
     return bindir
 
 
+DEFAULT_SHARE_PORT = 5432
+_HBA_BEGIN = "# ffdesk share: begin (written by 'ffdesk db share', removed by 'db unshare')"
+_HBA_END = "# ffdesk share: end"
+
+
+@dataclass(frozen=True)
+class ShareInfo:
+    port: int
+    join_url: str  # with the password: this is what another machine passes as --database
+
+
 @dataclass(frozen=True)
 class ServerStatus:
     root: Path
@@ -79,6 +91,7 @@ class ServerStatus:
     port: int | None = None
     users: int = 0
     version: str | None = None
+    shared_port: int | None = None  # listening on the network on this port
 
 
 class EmbeddedServer:
@@ -93,6 +106,7 @@ class EmbeddedServer:
         self.users_dir = self.root / "users"
         self.log_file = self.root / "server.log"
         self._created_marker = self.root / "database-created"
+        self.share_file = self.root / "share.json"
         self._lock = fasteners.InterProcessLock(str(self.root / "lock"))
         self._registered = False
 
@@ -132,6 +146,78 @@ class EmbeddedServer:
             self._stop()
             return True
 
+    def share(self, port: int | None = None) -> ShareInfo:
+        """Listen on the network (scram-sha-256 only, never ``trust``) and return a join URL.
+
+        The setting survives restarts; the server is restarted now if it runs, because
+        ``listen_addresses`` and the port only change at start.
+        """
+        port = port or self._share_port() or DEFAULT_SHARE_PORT
+        if not 1 <= port <= 65535:
+            raise DatabaseError(f"invalid port {port}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            if not (self.pgdata / "PG_VERSION").exists():
+                self._initdb()
+            running = self._running_postmaster()
+            if (running is None or running.port != port) and not _port_free(port):
+                raise DatabaseError(f"port {port} is already in use; choose another with --port")
+            self.share_file.write_text(json.dumps({"port": port}) + "\n", encoding="utf-8")
+            self._write_hba(shared=True)
+            if running is not None:
+                log.info("restarting the embedded server to listen on port %d", port)
+                self._stop()
+            self._start()
+            if not self._created_marker.exists():
+                self._create_database()
+                self._created_marker.write_text("ffdesk database created\n", encoding="utf-8")
+            if running is None and not self._live_users():
+                self._stop()  # it was not running: sharing is a setting, not a reason to run
+        password = quote(self._password(), safe="")
+        url = f"postgresql://{DB_USER}:{password}@{_host_name()}:{port}/{DB_NAME}"
+        return ShareInfo(port, url)
+
+    def unshare(self) -> bool:
+        """Stop listening on the network. True if it was shared."""
+        with self._locked():
+            was_shared = self.share_file.exists()
+            self.share_file.unlink(missing_ok=True)
+            if (self.pgdata / "PG_VERSION").exists():
+                self._write_hba(shared=False)
+                if was_shared and self._running_postmaster() is not None:
+                    self._stop()
+                    self._start()
+            return was_shared
+
+    def _share_port(self) -> int | None:
+        try:
+            return int(json.loads(self.share_file.read_text(encoding="utf-8"))["port"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _write_hba(self, *, shared: bool) -> None:
+        hba = self.pgdata / "pg_hba.conf"
+        text = hba.read_text(encoding="utf-8")
+        if _HBA_BEGIN in text:
+            head, _, rest = text.partition(_HBA_BEGIN)
+            _, _, tail = rest.partition(_HBA_END)
+            text = head.rstrip("\n") + "\n" + tail.lstrip("\n")
+        if shared:
+            text = (
+                text.rstrip("\n")
+                + "\n"
+                + "\n".join(
+                    [
+                        _HBA_BEGIN,
+                        "host    all    all    0.0.0.0/0    scram-sha-256",
+                        "host    all    all    ::/0         scram-sha-256",
+                        _HBA_END,
+                    ]
+                )
+                + "\n"
+            )
+        hba.write_text(text, encoding="utf-8")
+
     def status(self) -> ServerStatus:
         initialized = (self.pgdata / "PG_VERSION").exists()
         info = self._running_postmaster() if initialized else None
@@ -144,6 +230,7 @@ class EmbeddedServer:
             port=info.port if info else None,
             users=len(self._live_users()) if self.users_dir.exists() else 0,
             version=self._version() if initialized else None,
+            shared_port=self._share_port(),
         )
 
     def url(self, *, with_password: bool = True, database: str = DB_NAME) -> str:
@@ -225,6 +312,9 @@ class EmbeddedServer:
         if _server_user() is not None:  # parents may have been tightened since initdb
             _allow_traverse(self.root)
         host, port = self._listen_spec()
+        shared_port = self._share_port()
+        if shared_port is not None:
+            port = shared_port
         lines = [
             f"port = {port}",
             "max_connections = 300",  # many nodes x (pool + listener) on a shared server
@@ -232,10 +322,11 @@ class EmbeddedServer:
             "log_min_messages = warning",
             "log_line_prefix = '%m [%p] '",
         ]
+        network = "*" if shared_port is not None else ""
         if IS_WINDOWS:
-            lines += [f"listen_addresses = '{host}'", "unix_socket_directories = ''"]
+            lines += [f"listen_addresses = '{network or host}'", "unix_socket_directories = ''"]
         else:
-            lines += ["listen_addresses = ''", f"unix_socket_directories = '{host}'"]
+            lines += [f"listen_addresses = '{network}'", f"unix_socket_directories = '{host}'"]
         conf = self.pgdata / "ffdesk.conf"
         # The server user must be able to read it; the file holds no secret.
         conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -461,6 +552,25 @@ class EmbeddedServer:
         user = _server_user()
         if user is not None:
             os.chown(path, user[0], user[1])
+
+
+def _host_name() -> str:
+    """The name other machines should use for this one (never ``localhost``)."""
+    name = socket.gethostname()
+    fqdn = socket.getfqdn()
+    if "." not in name and "." in fqdn and not fqdn.startswith("localhost"):
+        return fqdn
+    return name
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def _server_user() -> tuple[int, int] | None:

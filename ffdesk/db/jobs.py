@@ -409,26 +409,59 @@ async def _requeue_lost(
 
 async def renew_leases(
     conn: Conn, *, node: str, session: str, lease_seconds: float
-) -> dict[int, int]:
+) -> tuple[dict[int, int], str | None]:
     """One statement: the node's heartbeat and the leases of all its running jobs.
 
-    Returns {job id: claim} still owned; a running job missing from it was lost.
+    Returns ({job id: claim} still owned, the node's recorded state). A running job missing
+    from the first was lost; the state carries remote pause / drain / resume requests whose
+    NOTIFY this node may have missed.
     """
     cur = await conn.execute(
         """
         WITH beat AS (
             UPDATE nodes SET heartbeat_at = now()
              WHERE identifier = %(node)s AND session = %(session)s
+            RETURNING state
+        ), leases AS (
+            UPDATE jobs SET lease_until = now() + make_interval(secs => %(lease)s)
+             WHERE node_session = %(session)s AND state = 'running'
+            RETURNING id, claim
         )
-        UPDATE jobs SET lease_until = now() + make_interval(secs => %(lease)s)
-         WHERE node_session = %(session)s AND state = 'running'
-        RETURNING id, claim
+        SELECT NULL::bigint, NULL::bigint, state FROM beat
+        UNION ALL
+        SELECT id, claim, NULL FROM leases
         """,
         {"node": node, "session": session, "lease": lease_seconds},
     )
-    owned = {r[0]: r[1] for r in await cur.fetchall()}
+    owned: dict[int, int] = {}
+    state: str | None = None
+    for job_id, claim_token, node_state in await cur.fetchall():
+        if job_id is None:
+            state = node_state
+        else:
+            owned[job_id] = claim_token
     await conn.commit()
-    return owned
+    return owned, state
+
+
+async def set_priority(conn: Conn, ids: Iterable[int], priority: int, *, by: str) -> dict[int, str]:
+    """Change the priority of jobs that have not finished. Returns {id: state} found."""
+    id_list = list(ids)
+    async with conn.transaction():
+        cur = await conn.execute(
+            """UPDATE jobs SET priority = %s
+                WHERE id = ANY(%s) AND state IN ('queued', 'running')""",
+            [priority, id_list],
+        )
+        await conn.execute(
+            """INSERT INTO events (job_id, kind, detail)
+               SELECT j.id, 'priority', jsonb_build_object('by', %s::text, 'priority', %s::int)
+                 FROM jobs j WHERE j.id = ANY(%s) AND j.state IN ('queued', 'running')""",
+            [by, priority, id_list],
+        )
+        del cur
+        cur = await conn.execute("SELECT id, state FROM jobs WHERE id = ANY(%s)", [id_list])
+        return {r[0]: r[1] for r in await cur.fetchall()}
 
 
 # --------------------------------------------------------------------------- user actions
@@ -550,3 +583,22 @@ async def get_events(conn: Conn, job_id: int) -> list[dict[str, Any]]:
 async def counts_by_state(conn: Conn) -> dict[str, int]:
     cur = await conn.execute("SELECT state, count(*) FROM jobs GROUP BY state")
     return {r[0]: r[1] for r in await cur.fetchall()}
+
+
+async def notify(conn: Conn, channel: str, payload: str) -> None:
+    """A plain NOTIFY (the listener's self-ping)."""
+    await conn.execute("SELECT pg_notify(%s, %s)", [channel, payload])
+    await conn.commit()
+
+
+async def next_lease_expiry(conn: Conn, *, exclude_session: str) -> float | None:
+    """Seconds until the earliest lease of another node runs out (None: no such lease), so
+    the rescuer can wake exactly then instead of polling."""
+    cur = await conn.execute(
+        """SELECT extract(epoch FROM min(lease_until) - now())::float8 FROM jobs
+            WHERE state = 'running' AND node_session IS DISTINCT FROM %s""",
+        [exclude_session],
+    )
+    row = await cur.fetchone()
+    await conn.commit()
+    return row[0] if row else None

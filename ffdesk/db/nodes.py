@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -27,6 +28,8 @@ class NodeInfo:
     ffmpeg_version: str
     ffmpeg_fingerprint: str
     slots: int
+    heartbeat_s: float
+    lease_s: float
     encoders: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
 
@@ -51,19 +54,20 @@ async def register(conn: Conn, info: NodeInfo) -> None:
     await conn.execute(
         """INSERT INTO nodes (identifier, session, host, pid, pid_created, os, arch, cpu, cores,
                               ram_bytes, app_version, ffmpeg_version, ffmpeg_fingerprint,
-                              encoders, tags, slots, state, state_reason, started_at,
-                              heartbeat_at)
+                              encoders, tags, slots, heartbeat_s, lease_s, state,
+                              state_reason, started_at, heartbeat_at)
            VALUES (%(identifier)s, %(session)s, %(host)s, %(pid)s, %(pid_created)s, %(os)s,
                    %(arch)s, %(cpu)s, %(cores)s, %(ram_bytes)s, %(app_version)s,
                    %(ffmpeg_version)s, %(ffmpeg_fingerprint)s, %(encoders)s, %(tags)s,
-                   %(slots)s, 'online', NULL, now(), now())
+                   %(slots)s, %(heartbeat_s)s, %(lease_s)s, 'online', NULL, now(), now())
            ON CONFLICT (identifier) DO UPDATE SET
                session = EXCLUDED.session, host = EXCLUDED.host, pid = EXCLUDED.pid,
                pid_created = EXCLUDED.pid_created, os = EXCLUDED.os, arch = EXCLUDED.arch,
                cpu = EXCLUDED.cpu, cores = EXCLUDED.cores, ram_bytes = EXCLUDED.ram_bytes,
                app_version = EXCLUDED.app_version, ffmpeg_version = EXCLUDED.ffmpeg_version,
                ffmpeg_fingerprint = EXCLUDED.ffmpeg_fingerprint, encoders = EXCLUDED.encoders,
-               tags = EXCLUDED.tags, slots = EXCLUDED.slots, state = 'online',
+               tags = EXCLUDED.tags, slots = EXCLUDED.slots,
+               heartbeat_s = EXCLUDED.heartbeat_s, lease_s = EXCLUDED.lease_s, state = 'online',
                state_reason = NULL, started_at = now(), heartbeat_at = now()""",
         {**info.__dict__, "encoders": list(info.encoders), "tags": list(info.tags)},
     )
@@ -86,14 +90,84 @@ async def set_offline(conn: Conn, identifier: str, session: str) -> None:
     await conn.commit()
 
 
+# What a person should see: a node that missed two beats is "stale"; one whose leases have
+# expired is "offline" even before a rescuer got round to writing that down.
+_SEEN_STATE = """
+    CASE WHEN n.state IN ('offline', 'quarantined') THEN n.state
+         WHEN now() - n.heartbeat_at > make_interval(secs => n.lease_s) THEN 'offline'
+         WHEN now() - n.heartbeat_at > make_interval(secs => 2 * n.heartbeat_s) THEN 'stale'
+         ELSE n.state END"""
+
+REMOTE_ACTIONS = {"pause": "paused", "resume": "online", "drain": "draining"}
+
+
 async def list_nodes(conn: Conn) -> list[dict[str, Any]]:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        """SELECT n.*, extract(epoch FROM now() - heartbeat_at) AS heartbeat_age,
-                  (SELECT count(*) FROM jobs j WHERE j.node_session = n.session
-                                                 AND j.state = 'running') AS running
-             FROM nodes n ORDER BY identifier"""
+        f"""SELECT n.identifier, n.session::text AS session, n.host, n.pid, n.os, n.arch,
+                   n.cpu, n.cores, n.ram_bytes, n.app_version, n.ffmpeg_version,
+                   n.ffmpeg_fingerprint, n.encoders, n.tags, n.slots, n.heartbeat_s, n.lease_s,
+                   n.state AS recorded_state, {_SEEN_STATE} AS state, n.state_reason,
+                   n.started_at, n.heartbeat_at, n.revision,
+                   extract(epoch FROM now() - n.heartbeat_at)::float8 AS heartbeat_age,
+                   coalesce(r.running, 0) AS running, coalesce(r.job_ids, '{{}}') AS job_ids,
+                   r.fps
+              FROM nodes n
+              LEFT JOIN LATERAL (
+                  SELECT count(*) AS running, array_agg(j.id ORDER BY j.id) AS job_ids,
+                         sum(j.fps) AS fps
+                    FROM jobs j WHERE j.node_session = n.session AND j.state = 'running'
+              ) r ON true
+             ORDER BY n.identifier"""
     )
     rows = list(await cur.fetchall())
     await conn.commit()
     return rows
+
+
+async def request_state(conn: Conn, identifier: str, action: str, *, by: str) -> str | None:
+    """Remote control: pause, resume or drain a node. Returns its previous state, or None if
+    there is no such node. The node learns it from NOTIFY, or at its next heartbeat."""
+    target = REMOTE_ACTIONS[action]
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT state FROM nodes WHERE identifier = %s FOR UPDATE", [identifier]
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        previous = row[0]
+        if previous not in ("offline",) and previous != target:
+            await conn.execute(
+                "UPDATE nodes SET state = %s, state_reason = %s WHERE identifier = %s",
+                [target, f"{action} by {by}", identifier],
+            )
+            await conn.execute(
+                "INSERT INTO events (node, kind, detail) VALUES (%s, %s, %s)",
+                [identifier, f"node-{action}", Jsonb({"by": by, "from": previous})],
+            )
+    return previous
+
+
+async def mark_lost(conn: Conn, *, by: str) -> list[str]:
+    """Record as offline the nodes whose leases expired (they died or are cut off)."""
+    cur = await conn.execute(
+        """
+        WITH lost AS (
+            UPDATE nodes n SET state = 'offline',
+                   state_reason = 'lost: no heartbeat since '
+                                  || to_char(n.heartbeat_at, 'YYYY-MM-DD HH24:MI:SS TZ')
+             WHERE n.state NOT IN ('offline')
+               AND now() - n.heartbeat_at > make_interval(secs => n.lease_s)
+            RETURNING n.identifier
+        ), ev AS (
+            INSERT INTO events (node, kind, detail)
+            SELECT identifier, 'node-lost', jsonb_build_object('by', %s::text) FROM lost
+        )
+        SELECT identifier FROM lost ORDER BY identifier
+        """,
+        [by],
+    )
+    lost = [r[0] for r in await cur.fetchall()]
+    await conn.commit()
+    return lost

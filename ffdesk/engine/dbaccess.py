@@ -27,7 +27,7 @@ def backoff(attempt: int, *, base: float = 0.2, cap: float = 10.0) -> float:
 
 
 class Pool:
-    def __init__(self, url: str, *, size: int = 4) -> None:
+    def __init__(self, url: str, *, size: int = 4, timeout: float = 30.0) -> None:
         check_url(url)
         self.url = url
         self._pool = AsyncConnectionPool(
@@ -36,7 +36,7 @@ class Pool:
             max_size=size,
             kwargs=dict(connection_kwargs()),
             open=False,
-            timeout=30,
+            timeout=timeout,  # how long a caller waits for a connection before PoolTimeout
             check=AsyncConnectionPool.check_connection,
             name="ffdesk",
         )

@@ -5,11 +5,16 @@ Loops (all on one SelectorEventLoop):
 * claim loop: claims up to the free slots in one statement; wakes on NOTIFY within milliseconds,
   on a freed slot, or every ``poll_interval`` seconds as the fallback;
 * listener: one dedicated autocommit connection doing LISTEN; tells the claim loop about new
-  work and running jobs about cancels (a lost notification only costs latency: the heartbeat
-  finds the same thing out);
+  work, running jobs about cancels and the node about remote pause / drain / resume. It pings
+  itself so a silently dead connection is noticed; a lost notification only costs latency,
+  because the heartbeat finds out the same things;
 * heartbeat: renews the node row and the leases of all its running jobs in one statement, and
   runs the rescuer for jobs whose node died;
 * one task per running job (see :mod:`ffdesk.engine.job_run`).
+
+Node states: ``online`` claims; ``draining`` claims nothing and lets running jobs finish;
+``paused`` claims nothing and gives its running jobs back at once (a person wants their
+machine back), without spending their attempts.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ import logging
 import os
 import platform
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 import psycopg
+from psycopg_pool import PoolTimeout
 
 from ffdesk import __version__
 from ffdesk.core.config import Settings
@@ -44,6 +51,8 @@ qlog = logging.getLogger("ffdesk.queue")
 clog = logging.getLogger("ffdesk.cluster")
 
 CHANNEL = "ffdesk"
+PING_CHANNEL = "ffdesk_ping"
+DB_TROUBLE = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
 
 @dataclass
@@ -53,26 +62,47 @@ class NodeStats:
     failed: int = 0
     lost: int = 0
     requeued: int = 0
+    listener_reconnects: int = 0
     finished_ids: list[int] = field(default_factory=list)
 
 
+def _last_line(exc: BaseException) -> str:
+    """The driver's message on one line (its last line alone is often just a hint)."""
+    return mask_url(" ".join(str(exc).split())[:300]) or exc.__class__.__name__
+
+
 class Node:
-    def __init__(self, settings: Settings, db_url: str, *, exit_when_idle: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db_url: str,
+        *,
+        exit_when_idle: bool = False,
+        cache_dir: Path | None = None,
+    ) -> None:
         self.settings = settings
         self.db_url = db_url
         self.exit_when_idle = exit_when_idle
+        self.cache_dir = cache_dir
         self.identifier = settings.identifier
         self.session = str(uuid.uuid4())
         self.host = socket.gethostname()
+        self.state = "online"
         self.stats = NodeStats()
         self.running: dict[int, JobRun] = {}
         self.pool: Pool | None = None
         self.tools: Tools | None = None
+        self.encoders: tuple[str, ...] = ()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._stop_now = False
         self._tasks: set[asyncio.Task] = set()
         self._job_tasks: set[asyncio.Task] = set()
+        self._orphan_suspects: set[int] = set()
+        # Since when the heartbeat has worked without a break: after an outage every node
+        # first renews its own leases before anyone may rescue jobs whose leases ran out.
+        self._db_ok_since: float | None = None
+        self._ping_echo = asyncio.Event()
         self.ready = asyncio.Event()  # set once registered and claiming (tests, GUI)
 
     # ------------------------------------------------------------------ control
@@ -88,23 +118,44 @@ class Node:
         self._stopping.set()
         self._wake.set()
 
+    def _apply_state(self, state: str | None) -> None:
+        """A state recorded in the database (by us or by a remote ``ffdesk nodes ...``)."""
+        if state is None or state == self.state or state not in ("online", "paused", "draining"):
+            return
+        clog.info("node %s: %s -> %s", self.identifier, self.state, state)
+        self.state = state
+        if state == "paused":
+            for run in list(self.running.values()):
+                run.interrupt("node paused")
+        self._wake.set()
+
     # ------------------------------------------------------------------ main
 
     async def run(self) -> NodeStats:
         self.tools = await asyncio.to_thread(self._find_tools)
-        self.pool = Pool(self.db_url, size=max(4, self.settings.slots + 2))
+        self.encoders = await asyncio.to_thread(self._probe_encoders)
+        # A short pool timeout: during an outage callers must fail (and say so) within a
+        # couple of beats instead of hanging, so the node knows it was cut off.
+        self.pool = Pool(
+            self.db_url,
+            size=max(4, self.settings.slots + 2),
+            timeout=max(2.0, 2 * self.settings.heartbeat),
+        )
         await self.pool.open()
         try:
             await self.pool.run(migrate.migrate)
             await self._register()
             await self._recover_own()
+            self._db_ok_since = time.monotonic()
             self._spawn(self._listen_loop(), "listener")
             self._spawn(self._heartbeat_loop(), "heartbeat")
+            self._spawn(self._rescue_loop(), "rescuer")
             log.info(
-                "node %s online: %d slot(s), ffmpeg %s, database %s",
+                "node %s online: %d slot(s), ffmpeg %s, heartbeat %.1f s, database %s",
                 self.identifier,
                 self.settings.slots,
                 self.tools.identity.version,
+                self.settings.heartbeat,
                 mask_url(self.db_url),
             )
             self.ready.set()
@@ -114,7 +165,7 @@ class Node:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            with contextlib.suppress(psycopg.Error):
+            with contextlib.suppress(*DB_TROUBLE):
                 await self.pool.run(lambda c: nodes.set_offline(c, self.identifier, self.session))
             await self.pool.close()
         log.info(
@@ -130,6 +181,19 @@ class Node:
         ffmpeg = find_ffmpeg(self.settings.ffmpeg)
         ffprobe = find_ffprobe(self.settings.ffprobe, ffmpeg)
         return Tools(ffmpeg=ffmpeg, ffprobe=ffprobe, identity=identify(ffmpeg))
+
+    def _probe_encoders(self) -> tuple[str, ...]:
+        from ffdesk.ffmpeg.hwprobe import probe_encoders
+
+        assert self.tools is not None
+        try:
+            report = probe_encoders(
+                self.tools.ffmpeg, identity=self.tools.identity, cache_dir=self.cache_dir
+            )
+        except OSError as exc:  # a probe problem must not keep a node from working
+            log.warning("encoder probe failed (%s): advertising no encoders", exc)
+            return ()
+        return tuple(report.working)
 
     def _spawn(self, coro, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -160,6 +224,7 @@ class Node:
                 "give this one a different --identifier"
             )
         me = psutil.Process()
+        tags = tuple(sorted({t.strip() for t in self.settings.tags.split(",") if t.strip()}))
         info = nodes.NodeInfo(
             identifier=self.identifier,
             session=self.session,
@@ -175,6 +240,10 @@ class Node:
             ffmpeg_version=self.tools.identity.version_line,
             ffmpeg_fingerprint=self.tools.identity.fingerprint,
             slots=self.settings.slots,
+            heartbeat_s=self.settings.heartbeat,
+            lease_s=self.settings.lease_seconds,
+            encoders=self.encoders,
+            tags=tags,
         )
         await self.pool.run(lambda c: nodes.register(c, info))
 
@@ -213,17 +282,17 @@ class Node:
         while not self._stopping.is_set():
             free = self.settings.slots - len(self.running)
             claimed = []
-            if free > 0:
+            if free > 0 and self.state == "online":
                 self._wake.clear()  # before the query: a NOTIFY during it wakes us again
                 try:
                     claimed = await self.pool.run(self._claim(free))
                     attempt = 0
-                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                except DB_TROUBLE as exc:
                     delay = backoff(attempt, cap=self.settings.poll_interval)
                     attempt += 1
                     log.warning(
                         "cannot claim jobs: database unavailable (%s); retry in %.1f s",
-                        str(exc).strip().splitlines()[-1:],
+                        _last_line(exc),
                         delay,
                     )
                     await self._sleep_or_wake(delay)
@@ -232,10 +301,12 @@ class Node:
                     self._start_job(job)
                 if len(claimed) == free:
                     continue  # maybe more waiting: claim again at once
-                idle = self.exit_when_idle and not self.running and not claimed
-                if idle and await self._queue_is_empty():
-                    log.info("queue is empty and nothing runs: exiting (--exit-when-idle)")
-                    return
+            else:
+                self._wake.clear()
+            idle = self.exit_when_idle and not self.running and not claimed
+            if idle and await self._queue_is_empty():
+                log.info("queue is empty and nothing runs: exiting (--exit-when-idle)")
+                return
             await self._sleep_or_wake(self.settings.poll_interval)
 
     def _claim(self, free: int):
@@ -249,14 +320,21 @@ class Node:
                 lease_seconds=self.settings.lease_seconds,
             )
             if jobs:
-                qlog.debug("claimed %s", ", ".join(f"#{j.id}" for j in jobs))
+                clog.debug(
+                    "claimed %s (lease %.0f s)",
+                    ", ".join(f"#{j.id}" for j in jobs),
+                    self.settings.lease_seconds,
+                )
             return jobs
 
         return claim
 
     async def _queue_is_empty(self) -> bool:
         assert self.pool is not None
-        counts = await self.pool.run(jobs_sql.counts_by_state)
+        try:
+            counts = await self.pool.run(jobs_sql.counts_by_state)
+        except DB_TROUBLE:
+            return False
         return counts.get("queued", 0) == 0
 
     async def _sleep_or_wake(self, seconds: float) -> None:
@@ -311,47 +389,88 @@ class Node:
     # ------------------------------------------------------------------ listening
 
     async def _listen_loop(self) -> None:
+        if not self.settings.listen:
+            await self._stopping.wait()  # poll-only mode
+            return
         attempt = 0
         while not self._stopping.is_set():
-            if not self.settings.listen:
-                await self._stopping.wait()  # poll-only mode
-                return
             try:
-                conn = await connect_async(self.db_url, autocommit=True)
+                conn = await connect_async(
+                    self.db_url, autocommit=True, application_name="ffdesk-listen"
+                )
             except Exception as exc:
                 delay = backoff(attempt)
                 attempt += 1
                 clog.warning("listener cannot connect (%s); retry in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 continue
+            pinger = asyncio.create_task(self._ping_loop(conn))
             try:
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(f"LISTEN {PING_CHANNEL}")
+                    if attempt or self.stats.listener_reconnects:
+                        log.info("listener reconnected")
                     attempt = 0
                     clog.debug("listening on channel %s", CHANNEL)
                     self._wake.set()  # whatever happened while we were not listening
+                    if self.running:
+                        self._spawn(self._check_leases(), "lease-check")
                     async for note in conn.notifies():
-                        self._on_notify(note.payload)
+                        if note.channel == PING_CHANNEL:
+                            if note.payload == self.session:
+                                self._ping_echo.set()
+                        else:
+                            self._on_notify(note.payload)
             except psycopg.Error as exc:
                 delay = backoff(attempt)
                 attempt += 1
+                self.stats.listener_reconnects += 1
                 clog.warning(
-                    "listener connection lost (%s); reconnecting in %.1f s",
-                    str(exc).strip().splitlines()[-1:],
-                    delay,
+                    "listener connection lost (%s); reconnecting in %.1f s", _last_line(exc), delay
                 )
                 await asyncio.sleep(delay)
+            finally:
+                pinger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pinger
+
+    async def _ping_loop(self, listener: psycopg.AsyncConnection) -> None:
+        """Detect a listener that is silently dead (a half-open TCP connection looks healthy
+        for hours): NOTIFY ourselves every few beats and expect the echo."""
+        assert self.pool is not None
+        interval = max(self.settings.heartbeat * 3, 3.0)
+        while True:
+            await asyncio.sleep(interval)
+            self._ping_echo.clear()
+            try:
+                await self.pool.run(lambda c: jobs_sql.notify(c, PING_CHANNEL, self.session))
+            except DB_TROUBLE:
+                continue  # the database is away: nothing to learn about the listener
+            try:
+                await asyncio.wait_for(self._ping_echo.wait(), max(interval, 5.0))
+            except TimeoutError:
+                clog.warning("listener missed its own ping: reconnecting it")
+                with contextlib.suppress(Exception):
+                    await listener.close()  # ends notifies() with an error: the loop reconnects
+                return
 
     def _on_notify(self, payload: str) -> None:
         try:
             note = json.loads(payload)
         except ValueError:
             return
-        if note.get("k") != "job":
+        kind = note.get("k")
+        ids = note.get("ids")
+        if kind == "node":
+            for identifier, state in ids or []:
+                if identifier == self.identifier:
+                    self._apply_state(state)
+            return
+        if kind != "job":
             return
         if note.get("q"):
             self._wake.set()
-        ids = note.get("ids")
         if ids is None:
             if self.running:
                 self._spawn(self._check_leases(), "lease-check")
@@ -364,27 +483,76 @@ class Node:
     # ------------------------------------------------------------------ heartbeat
 
     async def _heartbeat_loop(self) -> None:
-        beats = 0
+        last_ok = time.monotonic()
         while True:
             await asyncio.sleep(self.settings.heartbeat)
             try:
                 await self._check_leases()
-                beats += 1
-                if beats % 2 == 0:
-                    rescued = await self.pool.run(  # type: ignore[union-attr]
-                        lambda c: jobs_sql.rescue_expired(c, by=self.identifier)
+            except DB_TROUBLE as exc:
+                if self._db_ok_since is not None:
+                    log.warning(
+                        "heartbeat failed: database unavailable (%s); FFmpeg keeps "
+                        "running, results are reported when it is back",
+                        _last_line(exc),
                     )
-                    if rescued:
-                        clog.warning("rescued job(s) of a lost node: %s", rescued)
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self._db_ok_since = None
+                continue
+            now = time.monotonic()
+            if self._db_ok_since is None:
+                log.info("database reachable again")
+                self._db_ok_since = now
+            elif now - last_ok > 2.5 * self.settings.heartbeat:
+                # The beat went through, but late (the database stalled or restarted): others'
+                # leases may have run out meanwhile too; give them a lease to renew them.
                 clog.warning(
-                    "heartbeat failed: database unavailable (%s)",
-                    str(exc).strip().splitlines()[-1:],
+                    "heartbeat delayed %.1f s: holding the rescuer for one lease", now - last_ok
                 )
+                self._db_ok_since = now
+            last_ok = now
+
+    async def _rescue_loop(self) -> None:
+        """Give back the jobs of dead nodes as soon as their leases run out: sleep until the
+        earliest foreign lease expires (at most one heartbeat), then rescue."""
+        assert self.pool is not None
+        while True:
+            wait = self.settings.heartbeat
+            if self._may_rescue():
+                await self._rescue()
+                try:
+                    expiry = await self.pool.run(
+                        lambda c: jobs_sql.next_lease_expiry(c, exclude_session=self.session)
+                    )
+                except DB_TROUBLE:
+                    expiry = None
+                if expiry is not None:
+                    wait = min(wait, max(expiry + 0.05, 0.05))
+            await asyncio.sleep(wait)
+
+    def _may_rescue(self) -> bool:
+        # Only after a full lease of uninterrupted heartbeats: after an outage every node
+        # gets one lease to renew its own leases before anyone takes jobs away.
+        ok_since = self._db_ok_since
+        return ok_since is not None and time.monotonic() - ok_since >= self.settings.lease_seconds
+
+    async def _rescue(self) -> None:
+        assert self.pool is not None
+        try:
+            rescued = await self.pool.run(lambda c: jobs_sql.rescue_expired(c, by=self.identifier))
+            lost = await self.pool.run(lambda c: nodes.mark_lost(c, by=self.identifier))
+        except DB_TROUBLE as exc:
+            clog.warning("rescuer: database unavailable (%s)", _last_line(exc))
+            return
+        if lost:
+            clog.warning("node(s) lost (no heartbeat): %s", ", ".join(lost))
+        if rescued:
+            clog.warning("rescued job(s) of a lost node: %s", ", ".join(map(str, rescued)))
+        clog.debug(
+            "rescuer ran: %d job(s) rescued, %d node(s) marked lost", len(rescued), len(lost)
+        )
 
     async def _check_leases(self) -> None:
         assert self.pool is not None
-        owned = await self.pool.run(
+        owned, state = await self.pool.run(
             lambda c: jobs_sql.renew_leases(
                 c,
                 node=self.identifier,
@@ -392,10 +560,35 @@ class Node:
                 lease_seconds=self.settings.lease_seconds,
             )
         )
-        clog.debug("heartbeat: %d lease(s) renewed", len(owned))
+        clog.debug("heartbeat: %d lease(s) renewed, state %s", len(owned), state)
+        if state == "offline":
+            # Declared lost while we were cut off: our jobs went to others. Re-register.
+            log.warning("this node was declared lost while unreachable; registering again")
+            await self._register()
+            state = "online"
+        self._apply_state(state)
         for job_id, run in list(self.running.items()):
-            if run.started_claim and owned.get(job_id) != run.lease.claim:
+            if owned.get(job_id) != run.lease.claim:
                 run.lose("this node no longer owns the job")
+        await self._give_back_orphans(owned)
+
+    async def _give_back_orphans(self, owned: dict[int, int]) -> None:
+        """Jobs claimed in our name that no task runs: the claim's reply was lost (the
+        connection broke after COMMIT). Seen twice in a row, they go back to the queue."""
+        assert self.pool is not None
+        orphans = {job_id for job_id in owned if job_id not in self.running}
+        confirmed = orphans & self._orphan_suspects
+        self._orphan_suspects = orphans - confirmed
+        for job_id in confirmed:
+            from ffdesk.core.model import Lease
+
+            lease = Lease(job_id, owned[job_id], self.session)
+            if await self.pool.run(
+                lambda c, lease=lease: jobs_sql.requeue_interrupted(
+                    c, lease, reason="claim reply lost", stderr=None, node=self.identifier
+                )
+            ):
+                log.warning("job #%d: claimed but never started here; given back", job_id)
 
 
 def _cpu_model() -> str:

@@ -128,7 +128,7 @@ def test_fencing_rejects_every_write_of_a_lost_claim(any_db_url: str):
                 conn, old, progress=50, fps=1, speed=1, eta_s=1, out_time_s=1
             ),
             "renew": job_id
-            in await jobs.renew_leases(conn, node="a", session=s1, lease_seconds=10),
+            in (await jobs.renew_leases(conn, node="a", session=s1, lease_seconds=10))[0],
         }
         async with conn.transaction():
             results["lock"] = await jobs.lock_for_finish(conn, old)

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-MODULES = ["failure", "locate", "presets", "probe", "progress", "resources", "runner"]
+MODULES = ["failure", "hwprobe", "locate", "presets", "probe", "progress", "resources", "runner"]
 
 
 def test_ffmpeg_layer_imports_nothing_heavy() -> None:

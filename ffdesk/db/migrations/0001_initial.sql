@@ -24,12 +24,15 @@ CREATE TABLE nodes (
     encoders            text[] NOT NULL DEFAULT '{}',
     tags                text[] NOT NULL DEFAULT '{}',
     slots               int NOT NULL,
+    heartbeat_s         real NOT NULL DEFAULT 5,  -- this node's beat: stale after 2, lost after
+    lease_s             real NOT NULL DEFAULT 15, -- its lease (each node may differ)
     state               text NOT NULL DEFAULT 'online'
                         CHECK (state IN ('online', 'paused', 'draining', 'offline', 'quarantined')),
     state_reason        text,
     started_at          timestamptz NOT NULL DEFAULT now(),
     heartbeat_at        timestamptz NOT NULL DEFAULT now(),
-    revision            bigint NOT NULL DEFAULT nextval('ffdesk_revision')
+    revision            bigint NOT NULL DEFAULT nextval('ffdesk_revision'),
+    xid                 xid8 NOT NULL DEFAULT pg_current_xact_id()
 );
 
 CREATE TABLE jobs (
@@ -63,7 +66,11 @@ CREATE TABLE jobs (
     reason          text,
     submitted_by    text,
     meta            jsonb NOT NULL DEFAULT '{}',
-    revision        bigint NOT NULL DEFAULT nextval('ffdesk_revision')
+    revision        bigint NOT NULL DEFAULT nextval('ffdesk_revision'),
+    -- The writing transaction. Revisions are drawn before commit, so a consumer that only
+    -- asks "revision > last seen" could skip a row whose transaction commits late; asking
+    -- "xid >= xmin of my previous snapshot" cannot (see ffdesk/db/changes.py).
+    xid             xid8 NOT NULL DEFAULT pg_current_xact_id()
 );
 
 -- The claim reads only queued rows, in claim order: a small partial index stays hot.
@@ -71,6 +78,7 @@ CREATE INDEX jobs_claim_idx ON jobs (priority DESC, id) WHERE state = 'queued';
 CREATE INDEX jobs_running_idx ON jobs (node_session) WHERE state = 'running';
 CREATE INDEX jobs_lease_idx ON jobs (lease_until) WHERE state = 'running';
 CREATE INDEX jobs_revision_idx ON jobs (revision);
+CREATE INDEX jobs_xid_idx ON jobs (xid);
 CREATE INDEX jobs_state_idx ON jobs (state, id);
 
 CREATE TABLE attempts (
@@ -112,13 +120,15 @@ CREATE INDEX events_job_idx ON events (job_id, id);
 CREATE FUNCTION ffdesk_bump_revision() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'UPDATE' THEN
-        IF (to_jsonb(NEW) - 'revision' - 'lease_until' - 'heartbeat_at')
-           = (to_jsonb(OLD) - 'revision' - 'lease_until' - 'heartbeat_at') THEN
+        IF (to_jsonb(NEW) - 'revision' - 'xid' - 'lease_until' - 'heartbeat_at')
+           = (to_jsonb(OLD) - 'revision' - 'xid' - 'lease_until' - 'heartbeat_at') THEN
             NEW.revision := OLD.revision;
+            NEW.xid := OLD.xid;
             RETURN NEW;
         END IF;
     END IF;
     NEW.revision := nextval('ffdesk_revision');
+    NEW.xid := pg_current_xact_id();
     RETURN NEW;
 END $$;
 
