@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -360,23 +361,18 @@ async def recover_own(conn: Conn, *, node: str, session: str) -> list[int]:
 
 async def rescue_expired(conn: Conn, *, by: str) -> list[int]:
     """Jobs whose lease expired (their node died or is cut off) go back to the queue."""
-    return await _requeue_lost(
-        conn,
-        "state = 'running' AND lease_until < now()",
-        {},
-        reason=None,
-        by=by,
-    )
+    return await _requeue_lost(conn, _EXPIRED, {}, reason=None, by=by)
 
 
-async def _requeue_lost(
-    conn: Conn, where: str, params: dict[str, Any], *, reason: str | None, by: str
-) -> list[int]:
-    # The UPDATE repeats the condition: a job that finished (or was re-claimed) between the
-    # SELECT and the UPDATE must stay as it is.
-    cur = await conn.execute(
-        f"""
-        WITH lost AS MATERIALIZED (
+def _requeue_ctes(where: str) -> str:
+    """CTEs that give lost jobs back (attempt spent; ``dead`` when out of attempts), close
+    their attempt rows and record a ``rescue`` event. ``moved`` lists what was moved.
+
+    The UPDATE repeats the condition: a job that finished (or was re-claimed) between the
+    SELECT and the UPDATE must stay as it is.
+    """
+    return f"""
+        lost AS MATERIALIZED (
             SELECT id FROM jobs WHERE {where} FOR UPDATE SKIP LOCKED
         ), moved AS (
             UPDATE jobs j
@@ -397,14 +393,72 @@ async def _requeue_lost(
             SELECT id, %(by)s, 'rescue',
                    jsonb_build_object('state', state, 'reason', reason, 'lost_node', node)
               FROM moved
-        )
-        SELECT id FROM moved ORDER BY id
-        """,
+        )"""
+
+
+_EXPIRED = "state = 'running' AND lease_until < now()"
+
+
+async def _requeue_lost(
+    conn: Conn, where: str, params: dict[str, Any], *, reason: str | None, by: str
+) -> list[int]:
+    cur = await conn.execute(
+        f"WITH {_requeue_ctes(where)} SELECT id FROM moved ORDER BY id",
         params | {"reason": reason, "by": by},
     )
     ids = [r[0] for r in await cur.fetchall()]
     await conn.commit()
     return ids
+
+
+@dataclass(frozen=True)
+class RescueResult:
+    jobs: list[int]  # given back (or dead)
+    lost_nodes: list[str]  # newly recorded as offline
+    next_expiry_s: float | None  # until the earliest other node's lease runs out
+
+
+async def rescue(conn: Conn, *, by: str, session: str) -> RescueResult:
+    """The rescuer's whole round in one statement (it runs every beat on every node, so it
+    must be cheap): record nodes whose leases ran out as offline, give their jobs back, and
+    say when the next foreign lease expires so the rescuer can sleep until exactly then."""
+    cur = await conn.execute(
+        f"""
+        WITH lost_nodes AS (
+            UPDATE nodes n SET state = 'offline',
+                   state_reason = 'lost: no heartbeat since '
+                                  || to_char(n.heartbeat_at, 'YYYY-MM-DD HH24:MI:SS TZ')
+             WHERE n.state <> 'offline'
+               AND now() - n.heartbeat_at > make_interval(secs => n.lease_s)
+            RETURNING n.identifier
+        ), node_ev AS (
+            INSERT INTO events (node, kind, detail)
+            SELECT identifier, 'node-lost', jsonb_build_object('by', %(by)s::text)
+              FROM lost_nodes
+        ), {_requeue_ctes(_EXPIRED)}
+        SELECT 'job', id::text, NULL::float8 FROM moved
+        UNION ALL
+        SELECT 'node', identifier, NULL FROM lost_nodes
+        UNION ALL
+        SELECT 'next', NULL, extract(epoch FROM min(lease_until) - now())::float8
+          FROM jobs
+         WHERE state = 'running' AND lease_until >= now()
+           AND node_session IS DISTINCT FROM %(session)s
+        """,
+        {"reason": None, "by": by, "session": session},
+    )
+    jobs_moved: list[int] = []
+    lost: list[str] = []
+    expiry = None
+    for kind, key, seconds in await cur.fetchall():
+        if kind == "job":
+            jobs_moved.append(int(key))
+        elif kind == "node":
+            lost.append(key)
+        else:
+            expiry = seconds
+    await conn.commit()
+    return RescueResult(sorted(jobs_moved), sorted(lost), expiry)
 
 
 async def renew_leases(
@@ -589,16 +643,3 @@ async def notify(conn: Conn, channel: str, payload: str) -> None:
     """A plain NOTIFY (the listener's self-ping)."""
     await conn.execute("SELECT pg_notify(%s, %s)", [channel, payload])
     await conn.commit()
-
-
-async def next_lease_expiry(conn: Conn, *, exclude_session: str) -> float | None:
-    """Seconds until the earliest lease of another node runs out (None: no such lease), so
-    the rescuer can wake exactly then instead of polling."""
-    cur = await conn.execute(
-        """SELECT extract(epoch FROM min(lease_until) - now())::float8 FROM jobs
-            WHERE state = 'running' AND node_session IS DISTINCT FROM %s""",
-        [exclude_session],
-    )
-    row = await cur.fetchone()
-    await conn.commit()
-    return row[0] if row else None

@@ -147,27 +147,3 @@ async def request_state(conn: Conn, identifier: str, action: str, *, by: str) ->
                 [identifier, f"node-{action}", Jsonb({"by": by, "from": previous})],
             )
     return previous
-
-
-async def mark_lost(conn: Conn, *, by: str) -> list[str]:
-    """Record as offline the nodes whose leases expired (they died or are cut off)."""
-    cur = await conn.execute(
-        """
-        WITH lost AS (
-            UPDATE nodes n SET state = 'offline',
-                   state_reason = 'lost: no heartbeat since '
-                                  || to_char(n.heartbeat_at, 'YYYY-MM-DD HH24:MI:SS TZ')
-             WHERE n.state NOT IN ('offline')
-               AND now() - n.heartbeat_at > make_interval(secs => n.lease_s)
-            RETURNING n.identifier
-        ), ev AS (
-            INSERT INTO events (node, kind, detail)
-            SELECT identifier, 'node-lost', jsonb_build_object('by', %s::text) FROM lost
-        )
-        SELECT identifier FROM lost ORDER BY identifier
-        """,
-        [by],
-    )
-    lost = [r[0] for r in await cur.fetchall()]
-    await conn.commit()
-    return lost

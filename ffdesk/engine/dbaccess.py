@@ -37,7 +37,6 @@ class Pool:
             kwargs=dict(connection_kwargs()),
             open=False,
             timeout=timeout,  # how long a caller waits for a connection before PoolTimeout
-            check=AsyncConnectionPool.check_connection,
             name="ffdesk",
         )
 

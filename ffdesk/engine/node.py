@@ -517,13 +517,7 @@ class Node:
         while True:
             wait = self.settings.heartbeat
             if self._may_rescue():
-                await self._rescue()
-                try:
-                    expiry = await self.pool.run(
-                        lambda c: jobs_sql.next_lease_expiry(c, exclude_session=self.session)
-                    )
-                except DB_TROUBLE:
-                    expiry = None
+                expiry = await self._rescue()
                 if expiry is not None:
                     wait = min(wait, max(expiry + 0.05, 0.05))
             await asyncio.sleep(wait)
@@ -534,21 +528,26 @@ class Node:
         ok_since = self._db_ok_since
         return ok_since is not None and time.monotonic() - ok_since >= self.settings.lease_seconds
 
-    async def _rescue(self) -> None:
+    async def _rescue(self) -> float | None:
+        """One rescuer round; returns seconds until the next foreign lease expires."""
         assert self.pool is not None
         try:
-            rescued = await self.pool.run(lambda c: jobs_sql.rescue_expired(c, by=self.identifier))
-            lost = await self.pool.run(lambda c: nodes.mark_lost(c, by=self.identifier))
+            result = await self.pool.run(
+                lambda c: jobs_sql.rescue(c, by=self.identifier, session=self.session)
+            )
         except DB_TROUBLE as exc:
             clog.warning("rescuer: database unavailable (%s)", _last_line(exc))
-            return
-        if lost:
-            clog.warning("node(s) lost (no heartbeat): %s", ", ".join(lost))
-        if rescued:
-            clog.warning("rescued job(s) of a lost node: %s", ", ".join(map(str, rescued)))
+            return None
+        if result.lost_nodes:
+            clog.warning("node(s) lost (no heartbeat): %s", ", ".join(result.lost_nodes))
+        if result.jobs:
+            clog.warning("rescued job(s) of a lost node: %s", ", ".join(map(str, result.jobs)))
         clog.debug(
-            "rescuer ran: %d job(s) rescued, %d node(s) marked lost", len(rescued), len(lost)
+            "rescuer: %d job(s) rescued, next lease expiry in %s s",
+            len(result.jobs),
+            f"{result.next_expiry_s:.2f}" if result.next_expiry_s is not None else "-",
         )
+        return result.next_expiry_s
 
     async def _check_leases(self) -> None:
         assert self.pool is not None

@@ -42,71 +42,141 @@ _HW = "encoder {encoder} cannot run on this node: {message}"
 # Priority matters because a failing run often prints several matching lines (nvenc: "Cannot
 # load libcuda.so.1" and then "Error while opening encoder"); the root cause must win.
 RULES: tuple[_Rule, ...] = (
-    _Rule(r"Received > 3 system signals", "ffmpeg was hard-stopped after repeated signals",
-          "transient"),
-    _Rule(r"Exiting normally, received signal (?P<signum>\d+)",
-          "ffmpeg was stopped by signal {signum}", "transient"),
+    _Rule(
+        r"Received > 3 system signals",
+        "ffmpeg was hard-stopped after repeated signals",
+        "transient",
+    ),
+    _Rule(
+        r"Exiting normally, received signal (?P<signum>\d+)",
+        "ffmpeg was stopped by signal {signum}",
+        "transient",
+    ),
     _Rule(r"Cannot load lib(?:cuda|nvidia-encode)", _HW, "environment"),
-    _Rule(r"Driver does not support the required nvenc API|minimum required Nvidia driver",
-          _HW, "environment"),
+    _Rule(
+        r"Driver does not support the required nvenc API|minimum required Nvidia driver",
+        _HW,
+        "environment",
+    ),
     # GeForce cards cap concurrent NVENC sessions; another node or a later retry may work.
-    _Rule(r"OpenEncodeSessionEx failed: out of memory",
-          "encoder {encoder} has no free GPU session: {message}", "transient"),
+    _Rule(
+        r"OpenEncodeSessionEx failed: out of memory",
+        "encoder {encoder} has no free GPU session: {message}",
+        "transient",
+    ),
     _Rule(r"OpenEncodeSessionEx failed|No (?:NVENC )?capable devices found", _HW, "environment"),
-    _Rule(r"No VA display found|Failed to initialise VAAPI|Device creation failed"
-          r"|Error (?:creating|initializing) an? (?:internal )?MFX session"
-          r"|hardware device context \(AMF\)|DLL \S+ failed to open", _HW, "environment"),
+    _Rule(
+        r"No VA display found|Failed to initialise VAAPI|Device creation failed"
+        r"|Error (?:creating|initializing) an? (?:internal )?MFX session"
+        r"|hardware device context \(AMF\)|DLL \S+ failed to open",
+        _HW,
+        "environment",
+    ),
     _Rule(r"No space left on device", "disk full: No space left on device", "environment"),
     _Rule(r"Disk quota exceeded", "disk quota exceeded: Disk quota exceeded", "environment"),
-    _Rule(r"Read-only file system", "output folder is read-only: Read-only file system",
-          "environment"),
-    _Rule(r"Permission denied", "output folder is not writable: Permission denied",
-          "environment", input_template="input file is not readable: Permission denied"),
-    _Rule(r"No such file or directory", "output folder does not exist: No such file or directory",
-          "environment", input_template="input file not found: {path}", input_kind="input"),
-    _Rule(r"Cannot allocate memory|malloc of size \d+ failed|\bOut of memory",
-          "out of memory: {message}", "transient"),
-    _Rule(r"Connection refused|Connection timed out|Connection reset by peer"
-          r"|Network is unreachable|No route to host|Temporary failure in name resolution"
-          r"|Server returned 5\d\d", "network error: {message}", "transient"),
+    _Rule(
+        r"Read-only file system", "output folder is read-only: Read-only file system", "environment"
+    ),
+    _Rule(
+        r"Permission denied",
+        "output folder is not writable: Permission denied",
+        "environment",
+        input_template="input file is not readable: Permission denied",
+    ),
+    _Rule(
+        r"No such file or directory",
+        "output folder does not exist: No such file or directory",
+        "environment",
+        input_template="input file not found: {path}",
+        input_kind="input",
+    ),
+    _Rule(
+        r"Cannot allocate memory|malloc of size \d+ failed|\bOut of memory",
+        "out of memory: {message}",
+        "transient",
+    ),
+    _Rule(
+        r"Connection refused|Connection timed out|Connection reset by peer"
+        r"|Network is unreachable|No route to host|Temporary failure in name resolution"
+        r"|Server returned 5\d\d",
+        "network error: {message}",
+        "transient",
+    ),
     _Rule(r"Input/output error|Stale file handle", "I/O error: {message}", "transient"),
-    _Rule(r"Unknown encoder '(?P<name>[^']*)'",
-          "encoder {name} is not available in this ffmpeg build", "environment"),
-    _Rule(r"Unknown decoder '(?P<name>[^']*)'",
-          "decoder {name} is not available in this ffmpeg build", "environment"),
-    _Rule(r"No such filter: '(?P<name>[^']*)'",
-          "filter {name} is not available in this ffmpeg build", "environment"),
-    _Rule(r"(?:Encoder|Decoder|Filter) not found",
-          "this ffmpeg build lacks a component: {message}", "environment"),
+    _Rule(
+        r"Unknown encoder '(?P<name>[^']*)'",
+        "encoder {name} is not available in this ffmpeg build",
+        "environment",
+    ),
+    _Rule(
+        r"Unknown decoder '(?P<name>[^']*)'",
+        "decoder {name} is not available in this ffmpeg build",
+        "environment",
+    ),
+    _Rule(
+        r"No such filter: '(?P<name>[^']*)'",
+        "filter {name} is not available in this ffmpeg build",
+        "environment",
+    ),
+    _Rule(
+        r"(?:Encoder|Decoder|Filter) not found",
+        "this ffmpeg build lacks a component: {message}",
+        "environment",
+    ),
     # Garbage makes the demuxer guess from the extension ("low score"), then fail. A real but
     # cut-off mp4 is detected with full confidence and only lacks its moov atom.
-    _Rule(r"detected only with low score",
-          "input is not a media file: Invalid data found when processing input", "input",
-          requires=r"Invalid data found when processing input|moov atom not found"),
+    _Rule(
+        r"detected only with low score",
+        "input is not a media file: Invalid data found when processing input",
+        "input",
+        requires=r"Invalid data found when processing input|moov atom not found",
+    ),
     _Rule(r"moov atom not found", "input is truncated: moov atom not found", "input"),
-    _Rule(r"EBML header parsing failed",
-          "input is not a valid Matroska file: EBML header parsing failed", "input"),
-    _Rule(r"Invalid data found when processing input",
-          "input is not a media file: Invalid data found when processing input", "input",
-          unless=r"[Dd]ecoding"),
+    _Rule(
+        r"EBML header parsing failed",
+        "input is not a valid Matroska file: EBML header parsing failed",
+        "input",
+    ),
+    _Rule(
+        r"Invalid data found when processing input",
+        "input is not a media file: Invalid data found when processing input",
+        "input",
+        unless=r"[Dd]ecoding",
+    ),
     _Rule(r"corrupt input packet", "input is corrupt: {message}", "input"),
-    _Rule(r"Unrecognized option '(?P<name>[^']*)'",
-          "unknown ffmpeg option -{name} (check the preset)", "config"),
-    _Rule(r"Error splitting the argument list|Option not found",
-          "invalid ffmpeg arguments: {message}", "config"),
-    _Rule(r"Unable to (?:find a suitable|choose an) output format",
-          "cannot tell the output format from the file name (use a known extension or -f)",
-          "config"),
-    _Rule(r"Could not find tag for codec|not currently supported in container",
-          "a stream's codec cannot be stored in this container: {message}", "config"),
-    _Rule(r"does not contain any stream", "output would contain no streams: {message}",
-          "config"),
+    _Rule(
+        r"Unrecognized option '(?P<name>[^']*)'",
+        "unknown ffmpeg option -{name} (check the preset)",
+        "config",
+    ),
+    _Rule(
+        r"Error splitting the argument list|Option not found",
+        "invalid ffmpeg arguments: {message}",
+        "config",
+    ),
+    _Rule(
+        r"Unable to (?:find a suitable|choose an) output format",
+        "cannot tell the output format from the file name (use a known extension or -f)",
+        "config",
+    ),
+    _Rule(
+        r"Could not find tag for codec|not currently supported in container",
+        "a stream's codec cannot be stored in this container: {message}",
+        "config",
+    ),
+    _Rule(r"does not contain any stream", "output would contain no streams: {message}", "config"),
     _Rule(r"matches no streams", "the stream selection matches nothing: {message}", "config"),
     _Rule(r"already exists\. Exiting", "output file already exists", "config"),
-    _Rule(r"Error setting (?:option|preset)|invalid (?:preset|tune|profile)|out of range",
-          "invalid encoder setting: {message}", "config"),
-    _Rule(r"Error while opening encoder|Could not open encoder",
-          "encoder {encoder} could not be opened (bad settings or unsupported input)", "config"),
+    _Rule(
+        r"Error setting (?:option|preset)|invalid (?:preset|tune|profile)|out of range",
+        "invalid encoder setting: {message}",
+        "config",
+    ),
+    _Rule(
+        r"Error while opening encoder|Could not open encoder",
+        "encoder {encoder} could not be opened (bad settings or unsupported input)",
+        "config",
+    ),
 )
 
 # FFmpeg >= 7 exits with the AVERROR's low byte (reference/ffmpeg.md 3.2).
@@ -211,9 +281,7 @@ def _match_rules(stderr: str) -> Failure | None:
     return None
 
 
-def classify_failure(
-    exit_code: int | None, stderr: str, *, canceled: bool = False
-) -> Failure:
+def classify_failure(exit_code: int | None, stderr: str, *, canceled: bool = False) -> Failure:
     """Reason and retry class for a finished ffmpeg run (see :func:`explain_failure`)."""
     if canceled:
         return Failure("canceled", "canceled")

@@ -51,6 +51,7 @@ Kind = Literal["V", "A", "S"]
 
 # --- listing ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class EncoderInfo:
     name: str
@@ -109,6 +110,7 @@ def list_encoders(ffmpeg: Path) -> dict[str, str]:
 
 # --- hardware families -----------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class HardwareFamily:
     """One hardware API: how to recognise its encoders and how to test-encode with them."""
@@ -124,13 +126,15 @@ class HardwareFamily:
 HARDWARE_FAMILIES: tuple[HardwareFamily, ...] = (
     HardwareFamily("nvenc", "_nvenc"),
     HardwareFamily(
-        "qsv", "_qsv",
+        "qsv",
+        "_qsv",
         before_input=("-init_hw_device", "qsv=hw", "-filter_hw_device", "hw"),
         video_filter="format=nv12,hwupload=extra_hw_frames=64",
         device_glob=RENDER_NODE_GLOB,
     ),
     HardwareFamily(
-        "vaapi", "_vaapi",
+        "vaapi",
+        "_vaapi",
         before_input=("-vaapi_device", "{render_node}"),
         video_filter="format=nv12,hwupload",
         device_glob=RENDER_NODE_GLOB,
@@ -141,7 +145,8 @@ HARDWARE_FAMILIES: tuple[HardwareFamily, ...] = (
     # Unlike NVENC, Vulkan encoders take only Vulkan frames: fed plain yuv420p they fail with
     # "Impossible to convert between the formats" on any machine (measured, 9.0.2).
     HardwareFamily(
-        "vulkan", "_vulkan",
+        "vulkan",
+        "_vulkan",
         before_input=("-init_hw_device", "vulkan=hw", "-filter_hw_device", "hw"),
         video_filter="format=nv12,hwupload",
     ),
@@ -165,17 +170,52 @@ def is_hardware(encoder: str) -> bool:
 
 # Encoders presets are likely to use. Listed means usable: they need no device, and a shared
 # build missing one of their libraries does not start at all.
-SOFTWARE_ENCODERS: frozenset[str] = frozenset({
-    # video
-    "libx264", "libx265", "libsvtav1", "libaom-av1", "librav1e", "libvvenc", "libvpx",
-    "libvpx-vp9", "mpeg2video", "mpeg4", "libxvid", "prores_ks", "prores_aw", "dnxhd", "ffv1",
-    "utvideo", "mjpeg", "png", "gif", "libwebp",
-    # audio
-    "aac", "libfdk_aac", "libopus", "libvorbis", "libmp3lame", "flac", "alac", "ac3", "eac3",
-    "mp2", "pcm_s16le", "pcm_s24le",
-    # subtitles
-    "mov_text", "srt", "subrip", "ass", "ssa", "webvtt", "dvdsub",
-})
+SOFTWARE_ENCODERS: frozenset[str] = frozenset(
+    {
+        # video
+        "libx264",
+        "libx265",
+        "libsvtav1",
+        "libaom-av1",
+        "librav1e",
+        "libvvenc",
+        "libvpx",
+        "libvpx-vp9",
+        "mpeg2video",
+        "mpeg4",
+        "libxvid",
+        "prores_ks",
+        "prores_aw",
+        "dnxhd",
+        "ffv1",
+        "utvideo",
+        "mjpeg",
+        "png",
+        "gif",
+        "libwebp",
+        # audio
+        "aac",
+        "libfdk_aac",
+        "libopus",
+        "libvorbis",
+        "libmp3lame",
+        "flac",
+        "alac",
+        "ac3",
+        "eac3",
+        "mp2",
+        "pcm_s16le",
+        "pcm_s24le",
+        # subtitles
+        "mov_text",
+        "srt",
+        "subrip",
+        "ass",
+        "ssa",
+        "webvtt",
+        "dvdsub",
+    }
+)
 
 
 def render_nodes() -> tuple[str, ...]:
@@ -183,6 +223,7 @@ def render_nodes() -> tuple[str, ...]:
 
 
 # --- one test encode -------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class EncoderCheck:
@@ -272,9 +313,22 @@ def _vulkan_software_device(ffmpeg: Path, timeout: float) -> str | None:
     running on the CPU, slower than prores_ks. The device type shows only at -v verbose.
     """
     argv = [
-        str(ffmpeg), "-hide_banner", "-nostdin", "-v", "verbose",
-        "-init_hw_device", "vulkan=hw", "-f", "lavfi", "-i", "nullsrc=s=256x256:d=0.04",
-        "-frames:v", "1", "-f", "null", "-",
+        str(ffmpeg),
+        "-hide_banner",
+        "-nostdin",
+        "-v",
+        "verbose",
+        "-init_hw_device",
+        "vulkan=hw",
+        "-f",
+        "lavfi",
+        "-i",
+        "nullsrc=s=256x256:d=0.04",
+        "-frames:v",
+        "1",
+        "-f",
+        "null",
+        "-",
     ]
     try:
         proc = subprocess.run(
@@ -338,6 +392,7 @@ test_argv.__test__ = False  # type: ignore[attr-defined]
 
 
 # --- report and cache ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ProbeKey:
@@ -523,7 +578,11 @@ def _probe(ffmpeg: Path, key: ProbeKey, parallel: int, timeout: float) -> ProbeR
     )
     log.info(
         "probed %d hardware encoders of %s in %.2f s (%d tested); working: %s",
-        len(hardware), ffmpeg, report.seconds, len(to_test), ", ".join(report.hardware) or "none",
+        len(hardware),
+        ffmpeg,
+        report.seconds,
+        len(to_test),
+        ", ".join(report.hardware) or "none",
     )
     return report
 

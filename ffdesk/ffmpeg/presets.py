@@ -139,7 +139,7 @@ def _build(name: str, table: object, source: str, builtin: bool) -> Preset:
     if not isinstance(description, str):
         raise PresetError(f"{where}: 'description' must be a string")
     if not isinstance(needs, list) or not all(n in STREAM_KINDS for n in map(str, needs)):
-        raise PresetError(f"{where}: 'needs' must be a list of \"video\" and/or \"audio\"")
+        raise PresetError(f'{where}: \'needs\' must be a list of "video" and/or "audio"')
 
     counts = {"input": 0, "output": 0}
     for arg in args:

@@ -83,9 +83,7 @@ class ProbeError(FfdeskError):
         self.reason = str(self)
 
 
-def probe(
-    path: Path, *, ffprobe: Path | None, ffmpeg: Path, timeout: float = 30
-) -> ProbeResult:
+def probe(path: Path, *, ffprobe: Path | None, ffmpeg: Path, timeout: float = 30) -> ProbeResult:
     """Probe ``path``; raises :class:`ProbeError` with a readable reason if it is not media."""
     return probe_as(path, ffprobe=ffprobe, ffmpeg=ffmpeg, timeout=timeout, role="input")
 
@@ -108,7 +106,7 @@ def probe_as(
     except ProbeError as exc:
         if role == "input" or not exc.reason.startswith("input"):
             raise
-        raise ProbeError(role + exc.reason[len("input"):]) from exc
+        raise ProbeError(role + exc.reason[len("input") :]) from exc
 
 
 def _cheap_checks(path: Path) -> int:
@@ -231,8 +229,16 @@ def parse_ffprobe_json(data: dict[str, Any], size: int | None = None) -> ProbeRe
 def _with_ffprobe(path: Path, ffprobe: Path, size: int, timeout: float) -> ProbeResult:
     # -v warning, not error: the "detected only with low score" warning is what tells
     # random bytes ("not a media file") from a cut-off mp4 ("truncated").
-    argv = [str(ffprobe), "-v", "warning", "-print_format", "json",
-            "-show_format", "-show_streams", str(path)]
+    argv = [
+        str(ffprobe),
+        "-v",
+        "warning",
+        "-print_format",
+        "json",
+        "-show_format",
+        "-show_streams",
+        str(path),
+    ]
     proc = _run(argv, timeout)
     stderr = proc.stderr.decode("utf-8", errors="replace")
     if proc.returncode != 0:
@@ -260,8 +266,22 @@ _SIZE_RE = re.compile(r", (\d+)x(\d+)\b")  # ", 160x120" (not "0x31637661" after
 _FPS_RE = re.compile(r", (\d+(?:\.\d+)?)(k?) (fps|tbr)\b")
 _HZ_RE = re.compile(r", (\d+) Hz\b")
 _CHANNELS_RE = re.compile(r"(\d+) channels\b")
-_LAYOUTS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "quad": 4, "4.0": 4, "4.1": 5,
-            "5.0": 5, "5.1": 6, "6.0": 6, "6.1": 7, "7.0": 7, "7.1": 8, "downmix": 2}
+_LAYOUTS = {
+    "mono": 1,
+    "stereo": 2,
+    "2.1": 3,
+    "3.0": 3,
+    "quad": 4,
+    "4.0": 4,
+    "4.1": 5,
+    "5.0": 5,
+    "5.1": 6,
+    "6.0": 6,
+    "6.1": 7,
+    "7.0": 7,
+    "7.1": 8,
+    "downmix": 2,
+}
 
 
 def parse_ffmpeg_banner(stderr: str, size: int | None = None) -> ProbeResult | None:

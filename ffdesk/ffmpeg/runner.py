@@ -40,8 +40,17 @@ def build_argv(ffmpeg: Path, args: list[str]) -> list[str]:
     existing output makes ffmpeg ask "Overwrite? [y/N]" on our stdin pipe and hang.
     """
     return [
-        str(ffmpeg), "-hide_banner", "-nostats", "-loglevel", "level+info",
-        "-progress", "pipe:1", "-stats_period", "0.5", "-y", *args,
+        str(ffmpeg),
+        "-hide_banner",
+        "-nostats",
+        "-loglevel",
+        "level+info",
+        "-progress",
+        "pipe:1",
+        "-stats_period",
+        "0.5",
+        "-y",
+        *args,
     ]
 
 
@@ -381,7 +390,5 @@ def verify_output(
     if expect is not None and expect.duration and result.duration is not None:
         tolerance = max(0.5, 0.02 * expect.duration)
         if abs(result.duration - expect.duration) > tolerance:
-            return (
-                f"output lasts {result.duration:.2f} s but the input {expect.duration:.2f} s"
-            )
+            return f"output lasts {result.duration:.2f} s but the input {expect.duration:.2f} s"
     return None

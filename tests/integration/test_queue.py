@@ -331,3 +331,57 @@ def test_database_newer_than_the_program_is_refused(any_db_url: str):
     )
     assert proc.returncode != 0 and "upgrade ffdesk" in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_one_rescue_round_marks_lost_nodes_moves_jobs_and_times_the_next(any_db_url: str):
+    from ffdesk.db import nodes
+
+    def info(name: str, session: str) -> nodes.NodeInfo:
+        return nodes.NodeInfo(
+            identifier=name,
+            session=session,
+            host="h",
+            pid=1,
+            pid_created=0.0,
+            os="x",
+            arch="x",
+            cpu="x",
+            cores=1,
+            ram_bytes=1,
+            app_version="t",
+            ffmpeg_version="f",
+            ffmpeg_fingerprint="f",
+            slots=1,
+            heartbeat_s=1,
+            lease_s=3,
+        )
+
+    async def go(conn):
+        dead, alive, me = (str(uuid.uuid4()) for _ in range(3))
+        await nodes.register(conn, info("dead", dead))
+        await nodes.register(conn, info("alive", alive))
+        await jobs.enqueue(conn, new_jobs(2), submitted_by="t")
+        (lost_job,) = await jobs.claim(
+            conn, node="dead", session=dead, host="h", limit=1, lease_seconds=3
+        )
+        (kept_job,) = await jobs.claim(
+            conn, node="alive", session=alive, host="h", limit=1, lease_seconds=30
+        )
+        await conn.execute(
+            "UPDATE nodes SET heartbeat_at = now() - interval '10 s' WHERE identifier = 'dead'"
+        )
+        await conn.execute(
+            "UPDATE jobs SET lease_until = now() - interval '1 s' WHERE id = %s", [lost_job.id]
+        )
+        await conn.commit()
+        result = await jobs.rescue(conn, by="me", session=me)
+        again = await jobs.rescue(conn, by="me", session=me)
+        return lost_job.id, kept_job.id, result, again
+
+    lost_id, kept_id, result, again = with_conn(any_db_url, go)
+    assert result.jobs == [lost_id] and result.lost_nodes == ["dead"]
+    assert 25 < result.next_expiry_s <= 30  # the live node's lease
+    assert again.jobs == [] and again.lost_nodes == []
+    states = dict(query(any_db_url, "SELECT identifier, state FROM nodes"))
+    assert states == {"dead": "offline", "alive": "online"}
+    assert query(any_db_url, "SELECT state FROM jobs WHERE id = %s", [kept_id]) == [("running",)]
