@@ -25,6 +25,10 @@ costs latency, never a change:
 * Any error: log it, back off (exponential, full jitter), reconnect, catch up from the last
   watermark, emit :class:`Resynced`. The bus never stops on its own.
 
+Events carry rows as they are now, not a log of steps: a job that went queued → running →
+succeeded between two reads arrives as one JobChanged (previous state queued, state succeeded).
+The audit trail (``events`` table, attempts) is where every step is kept.
+
 Events are delivered on the bus's event loop (the engine thread): ``on_event`` is called there,
 and each ``events()`` iterator is fed there. A consumer on another thread (the GUI) hops over
 with ``loop.call_soon_threadsafe``; ``stop()`` from another thread goes the same way.
@@ -44,10 +48,11 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from ffdesk.core.errors import DatabaseError
 from ffdesk.core.model import TERMINAL_STATES, Job, JobState
 from ffdesk.db import changes
 from ffdesk.db.changes import NodeRow, Watermark
-from ffdesk.db.connect import check_url, connection_kwargs, describe_error
+from ffdesk.db.connect import check_url, connect_async
 from ffdesk.engine.dbaccess import backoff
 
 log = logging.getLogger("ffdesk.events")
@@ -265,6 +270,7 @@ class EventBus:
         self._ping_seq = 0
         self.listener_pid: int | None = None
         self.connected = False
+        self._lost_at = 0.0  # loop time the last healthy session ended
 
         # Counters for tests, benchmarks and the status view.
         self.sessions = 0  # sessions that got through their first catch-up
@@ -322,6 +328,8 @@ class EventBus:
                 # blip after hours of service reconnects at once; a flapping server backs off.
                 if self.connected and loop.time() - began > 10:
                     attempt = 0
+                if self.connected:
+                    self._lost_at = loop.time()
                 self.connected = False
                 delay = backoff(attempt)
                 attempt += 1
@@ -353,11 +361,10 @@ class EventBus:
     # ------------------------------------------------------------------ session
 
     async def _connect(self, application_name: str) -> psycopg.AsyncConnection[Any]:
-        kwargs = {**connection_kwargs(), "application_name": application_name}
         try:
-            return await psycopg.AsyncConnection.connect(self.url, autocommit=True, **kwargs)
-        except psycopg.Error as exc:
-            raise _SessionLost(describe_error(self.url, exc)) from None
+            return await connect_async(self.url, autocommit=True, application_name=application_name)
+        except DatabaseError as exc:  # one line, password masked
+            raise _SessionLost(str(exc)) from None
 
     async def _session(self, reason: str) -> None:
         listener: psycopg.AsyncConnection[Any] | None = None
@@ -378,7 +385,11 @@ class EventBus:
             self.sessions += 1
             if self.sessions > 1:
                 self.reconnects += 1
-                log.info("event bus: %s (caught up to revision %d)", reason, self.last_revision)
+                log.info(
+                    "event bus: reconnected after %.1f s, caught up to revision %d",
+                    asyncio.get_running_loop().time() - self._lost_at,
+                    self.last_revision,
+                )
             else:
                 log.debug("event bus: listening, at revision %d", self.last_revision)
             self._emit(Resynced(reason, self.last_revision))

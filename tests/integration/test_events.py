@@ -260,23 +260,33 @@ def test_changes_from_a_watermark_include_late_commits(any_db_url: str):
 def test_listener_killed_reconnects_and_catches_up(any_db_url: str):
     url = any_db_url
     db(url, lambda c: asyncio.sleep(0))
-    with BusThread(url, poll_interval=60) as b:
+    dbname = query(url, "SELECT current_database()")[0][0]
+    admin_url = psycopg.conninfo.make_conninfo(url, dbname="postgres")
+    with (
+        BusThread(url, poll_interval=60) as b,
+        psycopg.connect(url, autocommit=True) as conn,
+        psycopg.connect(admin_url, autocommit=True) as admin,
+    ):
         pid = backend_pid(url, LISTENER_NAME)
         assert pid == b.bus.listener_pid
-        # The inserts and the kill in one transaction, and the kill waits for the backend to
-        # exit: the inserts' NOTIFY goes out when no listener of this bus exists, so only the
-        # catch-up after the reconnect can deliver them.
-        with psycopg.connect(url) as conn:
-            ids = insert_jobs(conn, 5)
+        # Keep the bus out while the changes are made (its reconnects fail and back off), so
+        # their NOTIFY reaches no listener of this bus: only the catch-up after the reconnect
+        # can deliver them. Our own connection is already in.
+        admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
+        try:
             assert conn.execute("SELECT pg_terminate_backend(%s, 5000)", [pid]).fetchone()[0]
+            ids = insert_jobs(conn, 5)
+            wait_for(lambda: not b.bus.connected, 10, message="the bus noticing")
+        finally:
+            admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
         wait_for(lambda: b.bus.reconnects == 1, 15, message="reconnect")
         wait_for(lambda: set(ids) <= set(b.latest()), 10, message="jobs added while away")
         assert b.bus.listener_pid != pid
         assert backend_pid(url, LISTENER_NAME) == b.bus.listener_pid
-        resyncs = b.resyncs()
-        assert len(resyncs) == 2 and resyncs[1].reason.startswith("reconnected after")
-        # Delivered by the catch-up, i.e. before the Resynced that closes it.
-        assert b.events.index(resyncs[1]) > max(b.events.index(b.latest()[i]) for i in ids)
+    resyncs = b.resyncs()
+    assert len(resyncs) == 2 and resyncs[1].reason.startswith("reconnected after")
+    # Delivered by the catch-up, i.e. before the Resynced that closes it.
+    assert b.events.index(resyncs[1]) > max(b.events.index(b.latest()[i]) for i in ids)
 
 
 def test_silent_listener_is_detected_by_ping(db_url: str):
