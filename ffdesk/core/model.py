@@ -138,3 +138,33 @@ class Attempt:
                 data[key] = value.isoformat()
         data["node_session"] = str(self.node_session)
         return data
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    """A node's registry row as consumers see it. Heartbeats do not bump the revision, so
+    ``heartbeat_at`` is only as fresh as the node's last real change; a consumer judges
+    staleness from ``heartbeat_s`` / ``lease_s`` and its own reads, not from events."""
+
+    identifier: str
+    session: str
+    host: str
+    pid: int | None
+    os: str | None
+    arch: str | None
+    cpu: str | None
+    cores: int | None
+    ram_bytes: int | None
+    app_version: str | None
+    ffmpeg_version: str | None
+    ffmpeg_fingerprint: str | None
+    encoders: tuple[str, ...]
+    tags: tuple[str, ...]
+    slots: int
+    heartbeat_s: float
+    lease_s: float
+    state: str
+    state_reason: str | None
+    started_at: datetime
+    heartbeat_at: datetime
+    revision: int

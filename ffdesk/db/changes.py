@@ -31,14 +31,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from ffdesk.core.model import Job
+from ffdesk.core.model import Job, NodeRow
 from ffdesk.db.jobs import _JOB_COLUMNS, _job
 
 Conn = psycopg.AsyncConnection[Any]
@@ -61,36 +60,6 @@ class Watermark:
     def xmin(self) -> int:
         """Every transaction with a smaller id had ended when the snapshot was taken."""
         return int(self.snapshot.split(":", 1)[0])
-
-
-@dataclass(frozen=True)
-class NodeRow:
-    """A node's registry row as consumers see it. Heartbeats do not bump the revision, so
-    ``heartbeat_at`` is only as fresh as the node's last real change; a consumer judges
-    staleness from ``heartbeat_s`` / ``lease_s`` and its own reads, not from events."""
-
-    identifier: str
-    session: str
-    host: str
-    pid: int | None
-    os: str | None
-    arch: str | None
-    cpu: str | None
-    cores: int | None
-    ram_bytes: int | None
-    app_version: str | None
-    ffmpeg_version: str | None
-    ffmpeg_fingerprint: str | None
-    encoders: tuple[str, ...]
-    tags: tuple[str, ...]
-    slots: int
-    heartbeat_s: float
-    lease_s: float
-    state: str
-    state_reason: str | None
-    started_at: datetime
-    heartbeat_at: datetime
-    revision: int
 
 
 @dataclass(frozen=True)

@@ -49,9 +49,9 @@ from typing import Any, TypeVar
 import psycopg
 
 from ffdesk.core.errors import DatabaseError
-from ffdesk.core.model import TERMINAL_STATES, Job, JobState
+from ffdesk.core.model import TERMINAL_STATES, Job, JobState, NodeRow
 from ffdesk.db import changes
-from ffdesk.db.changes import NodeRow, Watermark
+from ffdesk.db.changes import Watermark
 from ffdesk.db.connect import check_url, connect_async
 from ffdesk.engine.dbaccess import backoff
 

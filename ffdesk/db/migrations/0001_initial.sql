@@ -186,7 +186,8 @@ BEGIN
     ELSE
         SELECT json_build_object(
                    'k', 'node', 'n', count(*), 'rev', max(n.revision),
-                   'ids', json_agg(json_build_array(n.identifier, n.state)))::text
+                   'ids', CASE WHEN count(*) <= 40
+                               THEN json_agg(json_build_array(n.identifier, n.state)) END)::text
           INTO payload FROM new_rows n HAVING count(*) > 0;
     END IF;
     IF payload IS NOT NULL THEN
