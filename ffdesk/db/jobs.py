@@ -462,7 +462,13 @@ async def rescue(conn: Conn, *, by: str, session: str) -> RescueResult:
 
 
 async def renew_leases(
-    conn: Conn, *, node: str, session: str, lease_seconds: float
+    conn: Conn,
+    *,
+    node: str,
+    session: str,
+    lease_seconds: float,
+    cpu_percent: float | None = None,
+    mem_percent: float | None = None,
 ) -> tuple[dict[int, int], str | None]:
     """One statement: the node's heartbeat and the leases of all its running jobs.
 
@@ -473,7 +479,7 @@ async def renew_leases(
     cur = await conn.execute(
         """
         WITH beat AS (
-            UPDATE nodes SET heartbeat_at = now()
+            UPDATE nodes SET heartbeat_at = now(), cpu_percent = %(cpu)s, mem_percent = %(mem)s
              WHERE identifier = %(node)s AND session = %(session)s
             RETURNING state
         ), leases AS (
@@ -485,7 +491,8 @@ async def renew_leases(
         UNION ALL
         SELECT id, claim, NULL FROM leases
         """,
-        {"node": node, "session": session, "lease": lease_seconds},
+        {"node": node, "session": session, "lease": lease_seconds, "cpu": cpu_percent,
+         "mem": mem_percent},
     )
     owned: dict[int, int] = {}
     state: str | None = None

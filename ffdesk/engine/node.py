@@ -551,12 +551,16 @@ class Node:
 
     async def _check_leases(self) -> None:
         assert self.pool is not None
+        # psutil's cpu_percent(None) measures since its previous call: one beat.
+        cpu, mem = psutil.cpu_percent(None), psutil.virtual_memory().percent
         owned, state = await self.pool.run(
             lambda c: jobs_sql.renew_leases(
                 c,
                 node=self.identifier,
                 session=self.session,
                 lease_seconds=self.settings.lease_seconds,
+                cpu_percent=cpu,
+                mem_percent=mem,
             )
         )
         clog.debug("heartbeat: %d lease(s) renewed, state %s", len(owned), state)

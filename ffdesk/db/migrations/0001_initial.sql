@@ -24,6 +24,8 @@ CREATE TABLE nodes (
     encoders            text[] NOT NULL DEFAULT '{}',
     tags                text[] NOT NULL DEFAULT '{}',
     slots               int NOT NULL,
+    cpu_percent         real,                     -- load, written by every heartbeat
+    mem_percent         real,
     heartbeat_s         real NOT NULL DEFAULT 5,  -- this node's beat: stale after 2, lost after
     lease_s             real NOT NULL DEFAULT 15, -- its lease (each node may differ)
     state               text NOT NULL DEFAULT 'online'
@@ -120,8 +122,10 @@ CREATE INDEX events_job_idx ON events (job_id, id);
 CREATE FUNCTION ffdesk_bump_revision() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'UPDATE' THEN
-        IF (to_jsonb(NEW) - 'revision' - 'xid' - 'lease_until' - 'heartbeat_at')
-           = (to_jsonb(OLD) - 'revision' - 'xid' - 'lease_until' - 'heartbeat_at') THEN
+        IF (to_jsonb(NEW) - 'revision' - 'xid' - 'lease_until' - 'heartbeat_at'
+                          - 'cpu_percent' - 'mem_percent')
+           = (to_jsonb(OLD) - 'revision' - 'xid' - 'lease_until' - 'heartbeat_at'
+                            - 'cpu_percent' - 'mem_percent') THEN
             NEW.revision := OLD.revision;
             NEW.xid := OLD.xid;
             RETURN NEW;
