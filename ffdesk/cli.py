@@ -67,35 +67,29 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ffdesk {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+    def add(name: str, help_text: str,
+            *extra: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common, *extra], help=help_text,
+                              description=help_text)
 
-    node = add("node", "run a headless worker node")
-    node.add_argument("--identifier", help="node name (default: the host name)")
-    node.add_argument("--slots", type=int, help="FFmpeg processes at once")
-    node.add_argument("--ffmpeg", metavar="PATH", help="ffmpeg binary to use")
-    node.add_argument("--ffprobe", metavar="PATH", help="ffprobe binary to use")
-    node.add_argument(
-        "--grace",
-        type=float,
-        metavar="S",
-        help="on SIGTERM, let running jobs finish this long (default 30)",
-    )
-    node.add_argument("--heartbeat", type=float, metavar="S", help="heartbeat interval")
-    node.add_argument(
-        "--poll",
-        type=float,
-        dest="poll_interval",
-        metavar="S",
-        help="fallback poll interval (default 5)",
-    )
-    node.add_argument(
-        "--poll-only", action="store_true", help="do not LISTEN for notifications; only poll"
-    )
-    node.add_argument(
-        "--exit-when-idle", action="store_true", help="exit once the queue is empty and no job runs"
-    )
-    node.add_argument("--tags", help="comma separated labels, e.g. gpu,big-mem")
+    # What a node needs: `ffdesk node` and the desktop app (which runs a node too).
+    node_opts = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    node_opts.add_argument("--identifier", help="node name (default: the host name)")
+    node_opts.add_argument("--slots", type=int, help="FFmpeg processes at once")
+    node_opts.add_argument("--tags", help="comma separated labels, e.g. gpu,big-mem")
+    node_opts.add_argument("--ffmpeg", metavar="PATH", help="ffmpeg binary to use")
+    node_opts.add_argument("--ffprobe", metavar="PATH", help="ffprobe binary to use")
+    node_opts.add_argument("--grace", type=float, metavar="S",
+                           help="on SIGTERM, let running jobs finish this long (default 30)")
+    node_opts.add_argument("--heartbeat", type=float, metavar="S", help="heartbeat interval")
+    node_opts.add_argument("--poll", type=float, dest="poll_interval", metavar="S",
+                           help="fallback poll interval (default 5)")
+    node_opts.add_argument("--poll-only", action="store_true",
+                           help="do not LISTEN for notifications; only poll")
+
+    node = add("node", "run a headless worker node", node_opts)
+    node.add_argument("--exit-when-idle", action="store_true",
+                      help="exit once the queue is empty and no job runs")
 
     submit = add("submit", "queue files (folders expand to the media files inside)")
     submit.add_argument("--preset", required=True, help="preset name (see 'ffdesk presets')")
@@ -164,6 +158,14 @@ def _build_parser() -> argparse.ArgumentParser:
     db_sub.add_parser("unshare", parents=[common], help="stop listening on the network")
     db_sub.add_parser("migrate", parents=[common], help="apply pending schema migrations")
 
+    gui = add("gui", "open the desktop app (the default without a command)", node_opts)
+    gui.add_argument("--minimized", action="store_true", help="start in the system tray")
+    gui.add_argument("--quit", choices=["now", "drain"], default=None,
+                     help="ask the running app to quit: 'now' hands running jobs back, "
+                          "'drain' finishes them first")
+    gui.add_argument("files", nargs="*", metavar="FILE_OR_DIR",
+                     help="files or folders to queue (opens the queue dialog)")
+
     demo = add("demo", "generate three short clips, queue them and encode them here")
     demo.add_argument(
         "--dir",
@@ -179,9 +181,8 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_OK
+    if args.command is None:  # plain "ffdesk": the desktop app
+        args = parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "gui"])
     try:
         places = Places.resolve(getattr(args, "home", None))
         flags = {k: v for k, v in vars(args).items() if k in Settings.__dataclass_fields__}
@@ -189,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             flags["listen"] = False
         settings = load_settings(places, flags)
         places.ensure()
-        console_level_info = args.command in ("node", "demo")
+        console_level_info = args.command in ("node", "demo", "gui")
         setup_logging(places.log_file, settings.debug, console=True)
         if not console_level_info and not settings.debug:
             _quiet_console()
@@ -660,6 +661,20 @@ def _external_db(action: str, args: argparse.Namespace, settings: Settings, plac
     return EXIT_OK
 
 
+def cmd_gui(args: argparse.Namespace, settings: Settings, places: Places) -> int:
+    try:
+        from ffdesk.ui.app import run_gui
+    except ImportError as exc:  # PySide6 missing or its system libraries
+        raise FfdeskError(f"the desktop app cannot start: {exc}") from None
+    if args.quit:
+        from ffdesk.ui.single_instance import ask_running_app
+
+        if not ask_running_app(places.data_dir, {"quit": args.quit}):
+            raise FfdeskError("no running ffdesk app to quit")
+        return EXIT_OK
+    return run_gui(settings, places, files=args.files, minimized=args.minimized)
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings, places: Places) -> int:
     from ffdesk.engine.demo import run_demo
 
@@ -679,6 +694,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Places], int]] = {
     "nodes": cmd_nodes,
     "db": cmd_db,
     "demo": cmd_demo,
+    "gui": cmd_gui,
 }
 
 

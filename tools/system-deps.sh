@@ -3,9 +3,14 @@
 #   tools/system-deps.sh          what running ffdesk needs (Python venv support, FFmpeg)
 #   tools/system-deps.sh --test   plus what the test suite needs (Xvfb, PostgreSQL 15, chattr)
 set -euo pipefail
-packages=(python3-venv ffmpeg)
+# Qt's libraries (PySide6 wheels bring Qt itself, not these): EGL/GL, fonts, xkb, and the
+# xcb platform plugin's extras.
+qt_libs=(libegl1 libgl1 libfontconfig1 libdbus-1-3 libglib2.0-0 libxkbcommon0
+         libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0
+         libxcb-image0 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1)
+packages=(python3-venv ffmpeg "${qt_libs[@]}")
 if [ "${1:-}" = "--test" ]; then
-  packages+=(xvfb postgresql-15 e2fsprogs imagemagick)
+  packages+=(xvfb xauth postgresql-15 e2fsprogs imagemagick)
 fi
 missing=()
 for p in "${packages[@]}"; do

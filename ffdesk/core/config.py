@@ -117,3 +117,93 @@ def load_settings(
         if value is not None and name in _TYPES:
             merged[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
     return Settings(**merged)
+
+
+def write_settings_file(path: Path, values: dict[str, Any]) -> None:
+    """Save ``values`` into the TOML settings file at ``path``, keeping every other key.
+
+    A value of None removes its key (the setting falls back to its default, e.g. the embedded
+    database). Names must be ``Settings`` fields, checked like the file is read, so the app
+    can never write a file it would refuse at the next start. The file is replaced atomically
+    and is private to the user (mode 0600): it may hold a database URL with a password.
+    """
+    # Imports and helpers live inside: this function was appended to a module others edit.
+    import contextlib
+    import datetime as dt
+    import math
+    import re
+    import tempfile
+
+    bare_key = re.compile(r"^[A-Za-z0-9_-]+$")
+    escapes = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+    escapes |= {'"': '\\"', "\\": "\\\\"}
+
+    def toml_string(text: str) -> str:
+        out = []
+        for ch in text:
+            if ch in escapes:
+                out.append(escapes[ch])
+            elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+                out.append(f"\\u{ord(ch):04X}")  # TOML forbids raw control characters
+            else:
+                out.append(ch)  # any other Unicode is fine in a UTF-8 file
+        return '"' + "".join(out) + '"'
+
+    def toml_key(key: str) -> str:
+        return key if bare_key.match(key) else toml_string(key)
+
+    def toml_value(value: Any) -> str:
+        # bool before int: True is an int in Python but must be written true, not 1.
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, float):
+            if math.isnan(value):
+                return "nan"
+            if math.isinf(value):
+                return "inf" if value > 0 else "-inf"
+            return repr(value)  # shortest round-tripping form, always with "." or "e"
+        if isinstance(value, str):
+            return toml_string(value)
+        # The rest only comes from keys kept from the existing file (tomllib's types).
+        if isinstance(value, dt.datetime | dt.date | dt.time):
+            return value.isoformat()
+        if isinstance(value, list | tuple):
+            return "[" + ", ".join(toml_value(item) for item in value) + "]"
+        if isinstance(value, dict):
+            items = (f"{toml_key(str(k))} = {toml_value(v)}" for k, v in value.items())
+            return "{ " + ", ".join(items) + " }" if value else "{}"
+        raise ConfigError(f"cannot write {value!r} to the settings file {path}")
+
+    merged: dict[str, Any] = {}
+    if path.exists():
+        try:
+            merged = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            # Overwriting would silently lose whatever the user wrote there; make them look.
+            raise ConfigError(f"cannot update settings file {path}: {exc}") from None
+    for name, value in values.items():
+        if name not in _TYPES:
+            raise ConfigError(f"'{name}' is not a setting; it cannot go in {path}")
+        coerced = _coerce(name, value, f"setting '{name}'")
+        if coerced is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = coerced
+
+    text = "".join(f"{toml_key(k)} = {toml_value(v)}\n" for k, v in merged.items())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp creates the file 0600 before any byte of a password is written into it.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

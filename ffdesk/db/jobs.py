@@ -650,3 +650,28 @@ async def notify(conn: Conn, channel: str, payload: str) -> None:
     """A plain NOTIFY (the listener's self-ping)."""
     await conn.execute("SELECT pg_notify(%s, %s)", [channel, payload])
     await conn.commit()
+
+
+async def move_to_top(conn: Conn, ids: Iterable[int], *, by: str) -> dict[int, str]:
+    """Give queued jobs a priority above every other queued job. Returns {id: state}."""
+    id_list = list(ids)
+    async with conn.transaction():
+        await conn.execute(
+            """
+            WITH top AS (
+                SELECT coalesce(max(priority), 0) + 1 AS p FROM jobs
+                 WHERE state = 'queued' AND NOT id = ANY(%(ids)s)
+            ), moved AS (
+                UPDATE jobs SET priority = greatest(jobs.priority, top.p) FROM top
+                 WHERE jobs.id = ANY(%(ids)s) AND jobs.state = 'queued'
+                RETURNING jobs.id, jobs.priority
+            )
+            INSERT INTO events (job_id, kind, detail)
+            SELECT id, 'priority', jsonb_build_object('by', %(by)s::text, 'priority', priority,
+                                                      'top', true)
+              FROM moved
+            """,
+            {"ids": id_list, "by": by},
+        )
+        cur = await conn.execute("SELECT id, state FROM jobs WHERE id = ANY(%s)", [id_list])
+        return {r[0]: r[1] for r in await cur.fetchall()}
