@@ -17,31 +17,31 @@ from typing import Any
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import psutil  # noqa: E402
-import pytest  # noqa: E402
-import qasync  # noqa: E402
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl  # noqa: E402
-from PySide6.QtGui import QDropEvent  # noqa: E402
+import psutil
+import pytest
+import qasync
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
 
-from ffdesk.core.config import load_settings  # noqa: E402
-from ffdesk.core.places import Places  # noqa: E402
-from ffdesk.ui.app import DesktopApp  # noqa: E402
-from tests.conftest import Cli, ffdesk_cmd, make_clip, query, wait_for  # noqa: E402
-from tests.integration.test_node import SLOW_PRESET, add_slow_preset, ffmpeg_children  # noqa: E402
+from ffdesk.core.config import load_settings
+from ffdesk.core.places import Places
+from ffdesk.ui.app import DesktopApp
+from tests.conftest import Cli, ffdesk_cmd, make_clip, query, wait_for
+from tests.integration.test_node import SLOW_PRESET, add_slow_preset, ffmpeg_children
 
 pytestmark = pytest.mark.integration
 
 Scenario = Callable[[DesktopApp], Awaitable[Any]]
 
 
-async def until(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
+async def until(condition: Callable[[], Any], seconds: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + seconds
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
         await asyncio.sleep(0.02)
 
 
@@ -263,7 +263,7 @@ def test_app_process_quits_cleanly_and_hands_over_to_one_instance(db_url: str, c
         quit_ = subprocess.run(ffdesk_cmd("gui", "--quit", "now"), env=env,
                                capture_output=True, text=True, timeout=30)
         assert quit_.returncode == 0, quit_.stderr
-        out, err = app.communicate(timeout=60)
+        _, err = app.communicate(timeout=60)
     finally:
         if app.poll() is None:
             app.kill()
