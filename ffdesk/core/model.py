@@ -39,7 +39,7 @@ class NewJob:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)  # the console holds 100 000 of these: slots save ~40 % of memory
 class Job:
     id: int
     state: JobState

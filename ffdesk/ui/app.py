@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import subprocess
 import sys
@@ -170,6 +171,9 @@ class DesktopApp(QObject):
                 self.tray.set_state("disconnected", reason)
             return
         self.window.load_snapshot(snapshot)
+        # The snapshot's objects live as long as the app: keep them out of every future
+        # full garbage collection (100-170 ms with 100 000 jobs).
+        gc.freeze()
         self.connection_changed.emit("connected", mask_url(self.db.url))
         self.bus = EventBus(self.db.url, on_event=self.relay.offer, start_after=snapshot.watermark)
         self._bus_future = self.engine.submit(self.bus.run())
@@ -334,7 +338,8 @@ class DesktopApp(QObject):
 
     # ------------------------------------------------------------------ settings
 
-    def open_settings(self, parent: Any) -> None:
+    def make_settings_dialog(self, parent: Any) -> Any:
+        """The settings dialog filled with the current values and wired for sharing."""
         from ffdesk.system import autostart
         from ffdesk.ui.settings_dialog import SettingsDialog
 
@@ -349,6 +354,12 @@ class DesktopApp(QObject):
             self.spawn(self._show_join_url(dialog, share_port))
         dialog.share_toggled.connect(
             lambda on, port: self.spawn(self._toggle_share(dialog, on, port)))
+        return dialog
+
+    def open_settings(self, parent: Any) -> None:
+        from ffdesk.system import autostart
+
+        dialog = self.make_settings_dialog(parent)
         if dialog.exec() != dialog.DialogCode.Accepted:
             return
         chosen = dialog.values()

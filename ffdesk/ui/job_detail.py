@@ -489,7 +489,15 @@ class JobDetailPane(QWidget):
 
         probe = next((a.input_probe for a in reversed(self._attempts) if a.input_probe), None)
         lines = probe_lines(probe)
-        self.probe_label.setText("\n".join(lines) if lines else "Not probed yet")
+        if not lines:
+            # A run that ended without a probe failed on the input itself (missing, empty,
+            # not media): say so rather than suggest the probe is still to come.
+            ended = [a for a in self._attempts if a.finished_at is not None]
+            if ended and job.state not in LIVE_STATES:
+                lines = [f"Could not be read: {ended[-1].reason or job.reason or 'unknown'}"]
+            else:
+                lines = ["Not probed yet"]
+        self.probe_label.setText("\n".join(lines))
 
         self._fill_attempts(keep_seq)
         self._fill_events(events)

@@ -136,7 +136,8 @@ class JobsView(QWidget):
             self.proxy.layoutChanged,
         ):
             # A filter change can remove thousands of row ranges one by one: count once.
-            signal.connect(self._count_timer.start)
+            # (A lambda: the signals' arguments must not reach QTimer.start(msec).)
+            signal.connect(lambda *_args: self._count_timer.start())
         self._on_model_state_counts_changed(self.model.state_counts())
         self.update_actions()
 
@@ -312,9 +313,20 @@ class JobsView(QWidget):
     def _emit_selection(self) -> None:
         self.selection_changed.emit(self.selected_ids())
 
-    def _on_model_jobs_updated(self, _ids: list[int]) -> None:
-        if self.table.selectionModel().hasSelection():
-            self.update_actions()
+    def _on_model_jobs_updated(self, ids: list[int]) -> None:
+        # Re-check the actions only when a selected job changed: update_actions() walks the
+        # whole selection, and a flush comes every 150 ms under load.
+        selection = self.table.selectionModel()
+        if not selection.hasSelection():
+            return
+        for job_id in ids:
+            row = self.model.row_of.get(job_id)
+            if row is None:
+                continue
+            index = self.proxy.mapFromSource(self.model.index(row, 0))
+            if index.isValid() and selection.isRowSelected(index.row()):
+                self.update_actions()
+                return
 
     def update_actions(self) -> None:
         """Enable the actions that apply to at least one selected job."""

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ffdesk.cli")
 
+DEFAULT_PRESET = "h264-mp4"  # the queue dialog's choice until the user picks another
 CONNECTION_LABELS = {
     "connecting": ("disconnected", "Connecting to the database…"),
     "connected": ("online", "Connected"),
@@ -65,6 +66,7 @@ class MainWindow(QMainWindow):
         self.jobs_split.addWidget(self.detail)
         self.jobs_split.setStretchFactor(0, 3)
         self.jobs_split.setStretchFactor(1, 2)
+        self.jobs_split.setSizes([480, 300])  # the table first; details when asked for
         self.nodes = NodesView()
         self.graphs = GraphsView()
         self.tabs = QTabWidget()
@@ -247,7 +249,7 @@ class MainWindow(QMainWindow):
         dialog = DropDialog(
             paths,
             presets,
-            last_preset=state.value("drop/preset", None),
+            last_preset=state.value("drop/preset", None) or DEFAULT_PRESET,
             last_output_dir=state.value("drop/output_dir", None) or None,
             parent=self,
         )
