@@ -243,7 +243,9 @@ def test_postgres_restart_while_jobs_run(tmp_path, nodes):
         files = [
             make_clip(tmp_path / f"r{i}.mp4", seconds=3, size="64x48", rate=5) for i in range(6)
         ]
-        cli.submit(*files, preset="slow-h264", extra=("--output-dir", str(tmp_path / "o")))
+        ids = cli.submit(*files, preset="slow-h264",
+                         extra=("--output-dir", str(tmp_path / "o")))
+        consumer = BusConsumer(url)  # a console in another thread, through the outage
         a = start(cli, nodes, "ra", slots=2)
         start(cli, nodes, "rb", slots=2)
         wait_for(lambda: len(query(url, "SELECT 1 FROM jobs WHERE state = 'running'")) == 4, 30)
@@ -258,11 +260,54 @@ def test_postgres_restart_while_jobs_run(tmp_path, nodes):
         assert len(per_job) == 6 and {c for _, c in per_job} == {1}
         assert "database unavailable" in a.log_text()
         assert "Traceback" not in a.log_text()
+        # The event consumer lost its connections too, reconnected, and caught up.
+        wait_for(lambda: all(consumer.states.get(i) == "succeeded" for i in ids), 30,
+                 message="the event consumer saw every final state")
+        assert consumer.bus.reconnects >= 1
+        assert consumer.revisions == sorted(consumer.revisions)  # delivered in order
     finally:
         for node in nodes:
             node.stop(timeout=60)
+        if "consumer" in locals():
+            consumer.close()
         server.release()
         server.stop()
+
+
+class BusConsumer:
+    """An EventBus on its own thread and loop, recording every job's latest state."""
+
+    def __init__(self, url: str) -> None:
+        import asyncio
+        import threading
+
+        from ffdesk.engine.events import EventBus, JobChanged
+        from ffdesk.engine.loop import run
+
+        self.states: dict[int, str] = {}
+        self.revisions: list[int] = []
+
+        def on_event(event) -> None:
+            if isinstance(event, JobChanged):
+                self.states[event.job.id] = str(event.job.state)
+                self.revisions.append(event.job.revision)
+
+        self.bus = EventBus(url, on_event=on_event, start_from_revision=0, ping_interval=1,
+                            poll_interval=1)
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+        async def main() -> None:
+            self.loop = asyncio.get_running_loop()
+            await self.bus.run()
+
+        self.thread = threading.Thread(target=lambda: run(main()), daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.bus.connected, 30, message="event bus connected")
+
+    def close(self) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.bus.stop)
+        self.thread.join(15)
 
 
 def test_shared_embedded_database_over_tcp_needs_the_password(tmp_path, nodes, clips):
