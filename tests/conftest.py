@@ -300,6 +300,31 @@ def query(url: str, sql: str, params: Any = None) -> list[tuple]:
         return cur.fetchall() if cur.description else []
 
 
+def with_conn(url: str, fn: Callable[[Any], Any]) -> Any:
+    """Run one async query function on a fresh connection to ``url`` (schema migrated)."""
+    from ffdesk.db import migrate
+    from ffdesk.db.connect import connect_async
+    from ffdesk.engine.loop import run
+
+    async def go() -> Any:
+        conn = await connect_async(url)
+        try:
+            await migrate.migrate(conn)
+            return await fn(conn)
+        finally:
+            await conn.close()
+
+    return run(go())
+
+
+def new_jobs(n: int, priority: int = 0) -> list:
+    """``n`` jobs for queue-level tests (the paths need not exist: nothing runs them)."""
+    from ffdesk.core.model import NewJob
+
+    return [NewJob(f"/in/{i}.mp4", f"/out/{i}.mp4", "h264-mp4", ["-i", "{input}", "{output}"],
+                   priority=priority) for i in range(n)]
+
+
 def job_states(url: str) -> dict[int, str]:
     return dict(query(url, "SELECT id, state FROM jobs ORDER BY id"))
 

@@ -10,14 +10,13 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
 import pytest
 
-from ffdesk.core.model import JobState, Lease, NewJob
-from ffdesk.db import changes, jobs, migrate
+from ffdesk.core.model import JobState, Lease
+from ffdesk.db import changes, jobs
 from ffdesk.db.connect import connect_async
 from ffdesk.engine.events import (
     LISTENER_NAME,
@@ -30,7 +29,7 @@ from ffdesk.engine.events import (
     Resynced,
 )
 from ffdesk.engine.loop import run
-from tests.conftest import query, wait_for
+from tests.conftest import new_jobs, query, wait_for, with_conn
 
 pytestmark = pytest.mark.integration
 
@@ -38,24 +37,6 @@ SESSION = str(uuid.uuid4())
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def db(url: str, fn: Callable[[psycopg.AsyncConnection], Awaitable[Any]]) -> Any:
-    """Run one async query function on a fresh connection (schema migrated)."""
-
-    async def go() -> Any:
-        conn = await connect_async(url)
-        try:
-            await migrate.migrate(conn)
-            return await fn(conn)
-        finally:
-            await conn.close()
-
-    return run(go())
-
-
-def new_jobs(n: int) -> list[NewJob]:
-    return [NewJob(f"/in/{i}.mp4", f"/out/{i}.mp4", "copy", ["-i", "{input}"]) for i in range(n)]
 
 
 def insert_jobs(conn: psycopg.Connection, n: int) -> list[int]:
@@ -147,13 +128,13 @@ def db_states(url: str) -> dict[int, JobState]:
 
 def test_every_job_and_every_transition_is_delivered(any_db_url: str):
     url = any_db_url
-    db(url, lambda c: asyncio.sleep(0))  # migrate
+    with_conn(url, lambda c: asyncio.sleep(0))  # migrate
     with BusThread(url, poll_interval=60) as b:
-        ids = db(url, lambda c: jobs.enqueue(c, new_jobs(300), submitted_by="t"))
+        ids = with_conn(url, lambda c: jobs.enqueue(c, new_jobs(300), submitted_by="t"))
         wait_for(lambda: len(b.latest()) == 300, 15, message="300 new jobs")
         assert all(e.previous_state is None and e.job.state == "queued" for e in b.changed())
 
-        claimed = db(
+        claimed = with_conn(
             url,
             lambda c: jobs.claim(
                 c, node="n1", session=SESSION, host="h", limit=100, lease_seconds=60
@@ -181,13 +162,13 @@ def test_every_job_and_every_transition_is_delivered(any_db_url: str):
                     assert ok
 
         notes, reads = b.bus.notifications, b.bus.catchups
-        db(url, finish_all)
+        with_conn(url, finish_all)
         wait_for(lambda: all(b.states()[i].terminal for i in running), 15, message="finishes")
         assert b.bus.notifications - notes >= 100
         assert b.bus.catchups - reads <= 3
 
         rest = [i for i in ids if i not in running]
-        db(url, lambda c: jobs.cancel(c, rest, by="t"))
+        with_conn(url, lambda c: jobs.cancel(c, rest, by="t"))
         wait_for(lambda: b.states() == db_states(url), 15, message="final states")
 
     # Every transition was seen, each one with the state it came from.
@@ -207,7 +188,7 @@ def test_a_transaction_that_commits_late_is_not_skipped(any_db_url: str):
     """A draws the lower revision, B the higher one, B commits first. Once the bus has seen
     B, "revision > last seen" can never return A again; the xid watermark does."""
     url = any_db_url
-    db(url, lambda c: asyncio.sleep(0))
+    with_conn(url, lambda c: asyncio.sleep(0))
     with psycopg.connect(url, autocommit=True) as setup:
         first, second = insert_jobs(setup, 2)
     with BusThread(url, poll_interval=60) as b, psycopg.connect(url) as a:
@@ -251,7 +232,7 @@ def test_changes_from_a_watermark_include_late_commits(any_db_url: str):
         everything, _ = await changes.job_changes(conn, since_revision=0)
         assert [j.id for j in everything] == [job_id]
 
-    db(url, go)
+    with_conn(url, go)
 
 
 # --------------------------------------------------------------------------- failures
@@ -259,7 +240,7 @@ def test_changes_from_a_watermark_include_late_commits(any_db_url: str):
 
 def test_listener_killed_reconnects_and_catches_up(any_db_url: str):
     url = any_db_url
-    db(url, lambda c: asyncio.sleep(0))
+    with_conn(url, lambda c: asyncio.sleep(0))
     dbname = query(url, "SELECT current_database()")[0][0]
     admin_url = psycopg.conninfo.make_conninfo(url, dbname="postgres")
     with (
@@ -294,7 +275,7 @@ def test_silent_listener_is_detected_by_ping(db_url: str):
     more, which is what a half-open TCP connection looks like. Only the missing ping echo
     can tell (the fallback poll is set far away so it cannot hide the failure)."""
     url = db_url
-    db(url, lambda c: asyncio.sleep(0))
+    with_conn(url, lambda c: asyncio.sleep(0))
     with BusThread(url, poll_interval=60, ping_interval=0.5) as b:
         wait_for(lambda: b.bus.pings_echoed >= 1, 10, message="a ping echo")
         pid = b.bus.listener_pid
@@ -314,7 +295,7 @@ def test_silent_listener_is_detected_by_ping(db_url: str):
 def test_hung_reader_connection_is_replaced(db_url: str):
     """The catch-up connection can hang too: every read is bounded by query_timeout."""
     url = db_url
-    db(url, lambda c: asyncio.sleep(0))
+    with_conn(url, lambda c: asyncio.sleep(0))
     with BusThread(url, poll_interval=60, ping_interval=0.3, query_timeout=1.0) as b:
         pid = backend_pid(url, READER_NAME)
         os.kill(pid, signal.SIGSTOP)
@@ -329,7 +310,7 @@ def test_hung_reader_connection_is_replaced(db_url: str):
 
 def test_lost_notifications_are_covered_by_the_poll(db_url: str):
     url = db_url
-    db(url, lambda c: asyncio.sleep(0))
+    with_conn(url, lambda c: asyncio.sleep(0))
     # No NOTIFY for inserts in this database: the way a notification is lost behind PgBouncer
     # in transaction mode, or when a listener is between connections.
     query(url, "ALTER TABLE jobs DISABLE TRIGGER jobs_notify_insert")
@@ -345,8 +326,8 @@ def test_lost_notifications_are_covered_by_the_poll(db_url: str):
 
 def test_progress_is_throttled_and_the_last_figures_arrive(db_url: str):
     url = db_url
-    db(url, lambda c: jobs.enqueue(c, new_jobs(2), submitted_by="t"))
-    claimed = db(
+    with_conn(url, lambda c: jobs.enqueue(c, new_jobs(2), submitted_by="t"))
+    claimed = with_conn(
         url,
         lambda c: jobs.claim(c, node="n1", session=SESSION, host="h", limit=2, lease_seconds=60),
     )
@@ -384,7 +365,7 @@ def test_progress_is_throttled_and_the_last_figures_arrive(db_url: str):
         return loop.time() - began
 
     with BusThread(url, poll_interval=60) as b:
-        span = db(url, report)
+        span = with_conn(url, report)
         wait_for(
             lambda: (
                 b.progress_of(steady.job_id)
@@ -411,7 +392,7 @@ def test_progress_is_throttled_and_the_last_figures_arrive(db_url: str):
 
 def test_node_changes_are_delivered(db_url: str):
     url = db_url
-    db(url, lambda c: asyncio.sleep(0))
+    with_conn(url, lambda c: asyncio.sleep(0))
 
     def node_events() -> list[NodeChanged]:
         return [e for e in list(b.events) if isinstance(e, NodeChanged)]
@@ -480,4 +461,4 @@ def test_start_from_a_revision_or_a_watermark_is_exact(any_db_url: str):
         # From now: nothing old at all.
         assert await first_batch(EventBus(url, poll_interval=60)) == []
 
-    db(url, go)
+    with_conn(url, go)

@@ -6,10 +6,7 @@ import asyncio
 import json
 import subprocess
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-import psycopg
 import pytest
 
 from ffdesk.core.errors import DatabaseError
@@ -17,34 +14,9 @@ from ffdesk.core.model import JobState, Lease, NewJob
 from ffdesk.db import jobs, migrate
 from ffdesk.db.connect import connect_async
 from ffdesk.engine.loop import run
-from tests.conftest import ffdesk_cmd, query
+from tests.conftest import ffdesk_cmd, new_jobs, query, with_conn
 
 pytestmark = pytest.mark.integration
-
-
-def with_conn(url: str, fn: Callable[[psycopg.AsyncConnection], Awaitable[Any]]) -> Any:
-    async def go() -> Any:
-        conn = await connect_async(url)
-        try:
-            await migrate.migrate(conn)
-            return await fn(conn)
-        finally:
-            await conn.close()
-
-    return run(go())
-
-
-def new_jobs(n: int, priority: int = 0) -> list[NewJob]:
-    return [
-        NewJob(
-            f"/in/{i}.mp4",
-            f"/out/{i}.mp4",
-            "h264-mp4",
-            ["-i", "{input}", "{output}"],
-            priority=priority,
-        )
-        for i in range(n)
-    ]
 
 
 def test_enqueue_many_in_one_transaction_and_one_notify(any_db_url: str):

@@ -8,37 +8,17 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-import psycopg
 import pytest
 
-from ffdesk.core.model import JobState, Lease, NewJob
-from ffdesk.db import jobs, migrate, samples
+from ffdesk.core.model import JobState, Lease
+from ffdesk.db import jobs, samples
 from ffdesk.db.connect import connect_async
-from ffdesk.engine.loop import run
-from tests.conftest import query
+from tests.conftest import new_jobs, query, with_conn
 
 pytestmark = pytest.mark.integration
 
 DAY = 86400.0
-
-
-def with_conn(url: str, fn: Callable[[psycopg.AsyncConnection], Awaitable[Any]]) -> Any:
-    async def go() -> Any:
-        conn = await connect_async(url)
-        try:
-            await migrate.migrate(conn)
-            return await fn(conn)
-        finally:
-            await conn.close()
-
-    return run(go())
-
-
-def new_jobs(n: int) -> list[NewJob]:
-    return [NewJob(f"/in/{i}.mp4", f"/out/{i}.mp4", "p", ["-i", "{input}"]) for i in range(n)]
 
 
 def make_cluster_row_due(url: str) -> None:
