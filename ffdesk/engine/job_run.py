@@ -68,7 +68,6 @@ class JobRun:
         # be mistaken for someone else taking the job.
         self.finalizing = False
         self.process: FfmpegProcess | None = None
-        self.started_claim = True
         self._latest: Progress | None = None
         self._progress_ready = asyncio.Event()
         self._exited = asyncio.Event()

@@ -38,6 +38,7 @@ from psycopg_pool import PoolTimeout
 from ffdesk import __version__
 from ffdesk.core.config import Settings
 from ffdesk.core.errors import ConfigError
+from ffdesk.core.model import Lease
 from ffdesk.core.secrets import mask_url
 from ffdesk.db import jobs as jobs_sql
 from ffdesk.db import migrate, nodes, samples
@@ -601,8 +602,6 @@ class Node:
         confirmed = orphans & self._orphan_suspects
         self._orphan_suspects = orphans - confirmed
         for job_id in confirmed:
-            from ffdesk.core.model import Lease
-
             lease = Lease(job_id, owned[job_id], self.session)
             if await self.pool.run(
                 lambda c, lease=lease: jobs_sql.requeue_interrupted(

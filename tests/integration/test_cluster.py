@@ -243,8 +243,7 @@ def test_postgres_restart_while_jobs_run(tmp_path, nodes):
         files = [
             make_clip(tmp_path / f"r{i}.mp4", seconds=3, size="64x48", rate=5) for i in range(6)
         ]
-        ids = cli.submit(*files, preset="slow-h264",
-                         extra=("--output-dir", str(tmp_path / "o")))
+        ids = cli.submit(*files, preset="slow-h264", extra=("--output-dir", str(tmp_path / "o")))
         consumer = BusConsumer(url)  # a console in another thread, through the outage
         a = start(cli, nodes, "ra", slots=2)
         start(cli, nodes, "rb", slots=2)
@@ -261,8 +260,11 @@ def test_postgres_restart_while_jobs_run(tmp_path, nodes):
         assert "database unavailable" in a.log_text()
         assert "Traceback" not in a.log_text()
         # The event consumer lost its connections too, reconnected, and caught up.
-        wait_for(lambda: all(consumer.states.get(i) == "succeeded" for i in ids), 30,
-                 message="the event consumer saw every final state")
+        wait_for(
+            lambda: all(consumer.states.get(i) == "succeeded" for i in ids),
+            30,
+            message="the event consumer saw every final state",
+        )
         assert consumer.bus.reconnects >= 1
         assert consumer.revisions == sorted(consumer.revisions)  # delivered in order
     finally:
@@ -292,8 +294,9 @@ class BusConsumer:
                 self.states[event.job.id] = str(event.job.state)
                 self.revisions.append(event.job.revision)
 
-        self.bus = EventBus(url, on_event=on_event, start_from_revision=0, ping_interval=1,
-                            poll_interval=1)
+        self.bus = EventBus(
+            url, on_event=on_event, start_from_revision=0, ping_interval=1, poll_interval=1
+        )
         self.loop: asyncio.AbstractEventLoop | None = None
 
         async def main() -> None:
@@ -374,3 +377,36 @@ def test_nodes_lists_live_nodes_with_heartbeat_age(cli: Cli, nodes):
     assert text.splitlines()[0].split()[:3] == ["NODE", "STATE", "HEARTBEAT"]
     nodes[0].stop()
     assert json.loads(cli.run("nodes", "--json").stdout)[0]["state"] == "offline"
+
+
+def test_a_claim_whose_reply_was_lost_is_given_back(cli: Cli, clips, nodes, tmp_path):
+    """The claim committed but its reply never reached the node (connection cut right after
+    COMMIT): the job is "running" in the node's name with no FFmpeg. The heartbeat notices
+    such orphans and gives them back, so the job runs after all."""
+    from ffdesk.db import jobs as jobs_sql
+    from tests.conftest import with_conn
+
+    cli.run("db", "migrate")
+    node = start(cli, nodes, "forgetful", "--poll", "60", slots=1)
+    (session,) = wait_for(
+        lambda: query(
+            cli.database, "SELECT session::text FROM nodes WHERE identifier = 'forgetful'"
+        ),
+        30,
+    )[0]
+    cli.run("nodes", "pause", "forgetful")  # so that only the test claims the job
+    wait_for(lambda: "online -> paused" in node.log_text(), 10)
+    cli.submit(clips.good, preset="remux-mp4", extra=("--output-dir", str(tmp_path / "o")))
+    # Claim in the node's name, as if its own claim's reply had been lost.
+    with_conn(
+        cli.database,
+        lambda c: jobs_sql.claim(
+            c, node="forgetful", session=session, host="h", limit=1, lease_seconds=30
+        ),
+    )
+    assert query(cli.database, "SELECT state, node FROM jobs") == [("running", "forgetful")]
+    cli.run("nodes", "resume", "forgetful")
+    wait_for(lambda: all_done(cli.database, 1), 20, message="orphan given back and run")
+    attempts = query(cli.database, "SELECT outcome, counted FROM attempts ORDER BY id")
+    assert attempts == [("interrupted", False), ("succeeded", True)]
+    assert "claimed but never started here" in node.log_text()
