@@ -150,11 +150,19 @@ class DesktopApp(QObject):
             self.window.show()
             if self.tray is not None:
                 self.tray.show()
+        self._log_startup_time()
         self.engine.start()
         self.relay.loop = self.engine.loop
         self.spawn(self._connect())
         await self._quit.wait()
         return 0
+
+    def _log_startup_time(self) -> None:
+        import psutil
+
+        QApplication.processEvents()  # let the window reach the screen before timing it
+        elapsed = time.time() - psutil.Process().create_time()
+        log.info("window shown %.2f s after the process started", elapsed)
 
     async def _connect(self) -> None:
         self.connection_changed.emit("connecting", "")
