@@ -107,9 +107,9 @@ class DesktopApp(QObject):
         self._notify_timer = QTimer(self, singleShot=True, interval=NOTIFY_BATCH_MS)
         self._notify_timer.timeout.connect(self._flush_notifications)
         self._nodes_timer = QTimer(self, interval=NODES_REFRESH_MS)
-        self._nodes_timer.timeout.connect(lambda: self.spawn(self.refresh_nodes()))
+        self._nodes_timer.timeout.connect(lambda: self._on_timer(self.refresh_nodes))
         self._samples_timer = QTimer(self, interval=SAMPLES_POLL_MS)
-        self._samples_timer.timeout.connect(lambda: self.spawn(self.poll_samples()))
+        self._samples_timer.timeout.connect(lambda: self._on_timer(self.poll_samples))
         self.restart_requested = False
         self._tasks: set[asyncio.Task] = set()
         self.relay.events_arrived.connect(self._on_events)
@@ -121,6 +121,11 @@ class DesktopApp(QObject):
             self.tray.set_accepting(self.accepting)
 
     # ------------------------------------------------------------------ helpers
+
+    def _on_timer(self, action: Callable[[], Any]) -> None:
+        # A timer may fire once more after shutdown began (or after the loop closed).
+        if not self._stopping:
+            self.spawn(action())
 
     def spawn(self, coro) -> asyncio.Task:
         """Run a coroutine on the GUI loop, keeping a reference and reporting failures."""
@@ -193,8 +198,9 @@ class DesktopApp(QObject):
             await self.call(self.console.node_action(self.node.identifier, "pause"))
         self.window.set_local_node(self.node.identifier)
         await self.refresh_nodes()
-        self._nodes_timer.start()
-        self._samples_timer.start()
+        if not self._stopping:  # a quick quit may have overtaken the connection
+            self._nodes_timer.start()
+            self._samples_timer.start()
         if self.initial_files:
             self.window.open_drop_dialog(self.initial_files)
 
@@ -464,6 +470,7 @@ class DesktopApp(QObject):
         self._stopping = True
         self._nodes_timer.stop()
         self._samples_timer.stop()
+        self._notify_timer.stop()
         self.window.show_message("Stopping…")
         if self.node is not None and self._node_future is not None:
             assert self.engine.loop is not None

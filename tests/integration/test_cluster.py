@@ -60,7 +60,7 @@ def test_kill_9_fails_over_and_every_job_succeeds_exactly_once(cli: Cli, nodes, 
     for job_id in stranded:
         attempts = query(
             cli.database,
-            "SELECT node, outcome, started_at FROM attempts WHERE job_id = %s ORDER BY id",
+            "SELECT node, outcome, claimed_at FROM attempts WHERE job_id = %s ORDER BY id",
             [job_id],
         )
         assert attempts[0][:2] == ("n1", "lost")

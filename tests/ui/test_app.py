@@ -77,6 +77,9 @@ def run_app(qapp, tmp_path: Path, db_url: str):
         with loop:
             loop.run_until_complete(main())
         app.window.deleteLater()
+        if app.tray is not None:
+            app.tray.deleteLater()
+        app.deleteLater()  # its timers must not outlive the closed loop
         qapp.processEvents()
 
     return runner

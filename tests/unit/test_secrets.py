@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from ffdesk.core.logsetup import setup_logging
 from ffdesk.core.secrets import mask_url
 
@@ -24,7 +26,20 @@ def test_mask_url_forms():
     )
 
 
-def test_log_file_and_console_never_show_a_password(tmp_path, capsys):
+@pytest.fixture
+def restore_logging():
+    """setup_logging rewires the global "ffdesk" logger: undo it so no handler outlives the
+    captured stream it writes to."""
+    yield
+    for name in ("ffdesk", "psycopg"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        logger.propagate = True
+
+
+def test_log_file_and_console_never_show_a_password(tmp_path, capsys, restore_logging):
     log_file = tmp_path / "ffdesk.log"
     setup_logging(log_file, "db", console=True)
     log = logging.getLogger("ffdesk.db")
