@@ -100,7 +100,9 @@ class Node:
         self._stop_now = False
         self._tasks: set[asyncio.Task] = set()
         self._job_tasks: set[asyncio.Task] = set()
-        self._orphan_suspects: set[int] = set()
+        # job id -> when first seen owned-but-not-running (see _give_back_orphans)
+        self._orphan_suspects: dict[int, float] = {}
+        self._claims_in_flight = 0
         # Since when the heartbeat has worked without a break: after an outage every node
         # first renews its own leases before anyone may rescue jobs whose leases ran out.
         self._db_ok_since: float | None = None
@@ -286,9 +288,14 @@ class Node:
             claimed = []
             if free > 0 and self.state == "online":
                 self._wake.clear()  # before the query: a NOTIFY during it wakes us again
+                # Until the claimed jobs have their tasks, they look like orphans to a lease
+                # check running meanwhile (see _give_back_orphans).
+                self._claims_in_flight += 1
                 try:
                     claimed = await self.pool.run(self._claim(free))
                     attempt = 0
+                    for job in claimed:
+                        self._start_job(job)
                 except DB_TROUBLE as exc:
                     delay = backoff(attempt, cap=self.settings.poll_interval)
                     attempt += 1
@@ -299,8 +306,8 @@ class Node:
                     )
                     await self._sleep_or_wake(delay)
                     continue
-                for job in claimed:
-                    self._start_job(job)
+                finally:
+                    self._claims_in_flight -= 1
                 if len(claimed) == free:
                     continue  # maybe more waiting: claim again at once
             else:
@@ -596,12 +603,21 @@ class Node:
 
     async def _give_back_orphans(self, owned: dict[int, int]) -> None:
         """Jobs claimed in our name that no task runs: the claim's reply was lost (the
-        connection broke after COMMIT). Seen twice in a row, they go back to the queue."""
+        connection broke after COMMIT). Still orphaned a whole beat later, they go back."""
         assert self.pool is not None
+        if self._claims_in_flight:
+            # A committed claim whose task has not resumed yet looks exactly like an orphan.
+            return
+        now = time.monotonic()
         orphans = {job_id for job_id in owned if job_id not in self.running}
-        confirmed = orphans & self._orphan_suspects
-        self._orphan_suspects = orphans - confirmed
+        self._orphan_suspects = {
+            job_id: self._orphan_suspects.get(job_id, now) for job_id in orphans
+        }
+        # Suspected for a whole beat (the claim path needs microseconds to start a job).
+        confirmed = [job_id for job_id, since in self._orphan_suspects.items()
+                     if now - since >= self.settings.heartbeat]
         for job_id in confirmed:
+            del self._orphan_suspects[job_id]
             lease = Lease(job_id, owned[job_id], self.session)
             if await self.pool.run(
                 lambda c, lease=lease: jobs_sql.requeue_interrupted(
