@@ -213,6 +213,7 @@ async def report_progress(
     speed: float | None,
     eta_s: float | None,
     out_time_s: float | None,
+    duration_s: float | None = None,
 ) -> bool:
     params = _fence_params(lease) | {
         "progress": progress,
@@ -220,10 +221,12 @@ async def report_progress(
         "speed": speed,
         "eta": eta_s,
         "out": out_time_s,
+        "dur": duration_s,
     }
     cur = await conn.execute(
         f"""UPDATE jobs SET progress = %(progress)s, fps = %(fps)s, speed = %(speed)s,
-                   eta_s = %(eta)s, out_time_s = %(out)s
+                   eta_s = %(eta)s, out_time_s = %(out)s,
+                   duration_s = coalesce(%(dur)s, duration_s)
              WHERE {_FENCE}""",
         params,
     )
@@ -252,8 +255,13 @@ async def finish(
     reason: str | None,
     stderr: str | None,
     node: str,
+    input_probe: dict[str, Any] | None = None,
+    duration_s: float | None = None,
 ) -> bool:
-    """Record the end of our run (succeeded / failed). Call inside a transaction."""
+    """Record the end of our run (succeeded / failed). Call inside a transaction.
+
+    ``input_probe`` / ``duration_s``: the input as FFmpeg described it in this run's log.
+    """
     blob, size = compress_stderr(stderr) if stderr is not None else (None, None)
     params = _fence_params(lease) | {
         "state": str(state),
@@ -261,9 +269,11 @@ async def finish(
         "reason": reason,
         "stderr": blob,
         "size": size,
+        "dur": duration_s,
     }
     cur = await conn.execute(
         f"""UPDATE jobs SET state = %(state)s, finished_at = clock_timestamp(),
+                   duration_s = coalesce(%(dur)s, duration_s),
                    exit_code = %(rc)s, reason = %(reason)s, lease_until = NULL,
                    progress = CASE WHEN %(state)s = 'succeeded' THEN 100 ELSE progress END,
                    eta_s = NULL
@@ -272,6 +282,10 @@ async def finish(
     )
     if cur.rowcount != 1:
         return False
+    if input_probe is not None:
+        await conn.execute(
+            "UPDATE attempts SET input_probe = %s WHERE id = %s", [Jsonb(input_probe), lease.claim]
+        )
     await _close_attempt(
         conn, lease, outcome=str(state), exit_code=exit_code, reason=reason, stderr=(blob, size)
     )

@@ -22,7 +22,7 @@ from ffdesk.engine.dbaccess import Pool
 from ffdesk.ffmpeg.failure import classify_failure, explain_failure
 from ffdesk.ffmpeg.locate import Identity
 from ffdesk.ffmpeg.presets import Preset
-from ffdesk.ffmpeg.probe import ProbeError, ProbeResult, probe
+from ffdesk.ffmpeg.probe import ProbeError, ProbeResult, check_input, input_from_log
 from ffdesk.ffmpeg.progress import Progress
 from ffdesk.ffmpeg.runner import (
     FfmpegProcess,
@@ -67,6 +67,9 @@ class JobRun:
         # Set while we write our own final state: the NOTIFY of that very write must not
         # be mistaken for someone else taking the job.
         self.finalizing = False
+        self.input_size: int | None = None
+        self.input: ProbeResult | None = None  # from FFmpeg's log
+        self.needs_problem: str | None = None
         self.process: FfmpegProcess | None = None
         self._latest: Progress | None = None
         self._progress_ready = asyncio.Event()
@@ -113,19 +116,13 @@ class JobRun:
     async def _run(self) -> None:
         job = self.job
         log.info("job #%d: starting %s (%s)", job.id, job.input, job.preset)
-        # 1. The input: is it there, is it media, has it what the preset needs?
+        # 1. The input: there, a file, not empty, readable. A stat, not a probe: FFmpeg's own
+        #    log describes the input (streams, duration) a moment after it starts, which
+        #    saves an ffprobe process (~60 ms) before every job.
         try:
-            info = await asyncio.to_thread(
-                probe, Path(job.input), ffprobe=self.tools.ffprobe, ffmpeg=self.tools.ffmpeg
-            )
+            self.input_size = await asyncio.to_thread(check_input, Path(job.input))
         except ProbeError as exc:
             await self._fail(exc.reason)
-            return
-        missing = [kind for kind in job.needs if not _has(info, kind)]
-        if missing:
-            await self._fail(
-                f"input has no {' or '.join(missing)} stream, but preset '{job.preset}' needs one"
-            )
             return
         # 2. The output folder.
         problem = await asyncio.to_thread(_check_output_dir, Path(job.output).parent)
@@ -167,14 +164,14 @@ class JobRun:
                 ffmpeg_version=self.tools.identity.version_line,
                 ffmpeg_sha256=self.tools.identity.binary_sha256,
                 ffmpeg_fingerprint=self.tools.identity.fingerprint,
-                duration_s=info.duration,
-                input_probe=info.to_dict(),
+                duration_s=None,
+                input_probe=None,
             ),
             "recording the start",
         )
         if not started:
             self.lose("this node no longer owns the job")
-        writer = asyncio.create_task(self._progress_writer(info.duration))
+        writer = asyncio.create_task(self._progress_writer())
         try:
             await self._exited.wait()
         finally:
@@ -183,9 +180,13 @@ class JobRun:
                 await writer
         result = self._result
         assert result is not None
+        info = self._input_info(result.stderr)
         # 4. The outcome.
         if self._gone():
             await self._end_without_result(result)
+            return
+        if self.needs_problem is not None:
+            await self._fail(self.needs_problem, result)
             return
         if result.exit_code == 0 and not result.canceled:
             problem = await asyncio.to_thread(
@@ -212,6 +213,19 @@ class JobRun:
             explain_failure(result.exit_code, result.stderr, canceled=result.canceled), result
         )
 
+    def _input_info(self, stderr: str) -> ProbeResult | None:
+        """The input as FFmpeg's log describes it (parsed once, as soon as it is there)."""
+        if self.input is None:
+            self.input = input_from_log(stderr, self.input_size)
+            if self.input is not None:
+                missing = [kind for kind in self.job.needs if not _has(self.input, kind)]
+                if missing:
+                    self.needs_problem = (
+                        f"input has no {' or '.join(missing)} stream, but preset "
+                        f"'{self.job.preset}' needs one"
+                    )
+        return self.input
+
     def _gone(self) -> bool:
         return self.lost_reason is not None or self.interrupted is not None
 
@@ -225,23 +239,32 @@ class JobRun:
         self._result = result
         self._exited.set()
 
-    async def _progress_writer(self, duration: float | None) -> None:
+    async def _progress_writer(self) -> None:
         while True:
             await self._progress_ready.wait()
             self._progress_ready.clear()
             p = self._latest
             if p is None or p.done:
                 continue
+            known = self.input is not None
+            info = self._input_info(self.process.stderr_text()) if self.process else None
+            if self.needs_problem is not None:
+                # e.g. an audio-only file into a video preset: stop now, not at the end.
+                self._stop_process()
+                return
+            duration = info.duration if info else None
+            new_duration = duration if info is not None and not known else None
             try:
                 owned = await self.pool.run(
-                    lambda c, p=p: jobs_sql.report_progress(
+                    lambda c, p=p, d=duration, nd=new_duration: jobs_sql.report_progress(
                         c,
                         self.lease,
-                        progress=p.percent(duration),
+                        progress=p.percent(d),
                         fps=p.fps,
                         speed=p.speed,
-                        eta_s=p.eta_s(duration),
+                        eta_s=p.eta_s(d),
                         out_time_s=p.out_time_s,
+                        duration_s=nd,
                     )
                 )
             except (psycopg.OperationalError, psycopg.InterfaceError):
@@ -268,6 +291,8 @@ class JobRun:
                 return await jobs_sql.finish(
                     conn,
                     self.lease,
+                    input_probe=self.input.to_dict() if self.input else None,
+                    duration_s=self.input.duration if self.input else None,
                     state=JobState.SUCCEEDED,
                     exit_code=result.exit_code,
                     reason=None,
@@ -288,6 +313,8 @@ class JobRun:
                 return await jobs_sql.finish(
                     conn,
                     self.lease,
+                    input_probe=self.input.to_dict() if self.input else None,
+                    duration_s=self.input.duration if self.input else None,
                     state=JobState.FAILED,
                     exit_code=result.exit_code if result else None,
                     reason=reason,

@@ -241,6 +241,10 @@ class FfmpegProcess:
                     # Keep draining: a dead reader would fill the pipe and freeze ffmpeg.
                     log.exception("on_progress callback failed")
 
+    def stderr_text(self) -> str:
+        """What FFmpeg has written to stderr so far (its input banner comes first)."""
+        return b"".join(list(self._stderr)).decode("utf-8", errors="replace")
+
     def _read_stderr(self) -> None:
         proc = self._proc
         assert proc is not None and proc.stderr is not None

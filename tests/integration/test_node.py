@@ -75,6 +75,11 @@ def test_end_to_end_submit_node_and_verify_outputs(cli: Cli, clips: Clips, nodes
     assert attempt["ffmpeg_version"].startswith("ffmpeg version")
     assert len(attempt["ffmpeg_sha256"]) == 64
     assert "Output #0" in attempt["stderr"]
+    # The input as FFmpeg described it (no separate ffprobe before the run).
+    probe = attempt["input_probe"]
+    assert abs(probe["duration"] - 1.0) < 0.1
+    assert sorted(s["kind"] for s in probe["streams"]) == ["audio", "video"]
+    assert abs(job["duration_s"] - 1.0) < 0.1
     assert job["queue_seconds"] >= 0 and job["run_seconds"] > 0
 
 
