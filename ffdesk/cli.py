@@ -86,6 +86,9 @@ def _build_parser() -> argparse.ArgumentParser:
                            help="fallback poll interval (default 5)")
     node_opts.add_argument("--poll-only", action="store_true",
                            help="do not LISTEN for notifications; only poll")
+    node_opts.add_argument("--verify", choices=["auto", "probe"],
+                           help="check outputs from FFmpeg's log, probing when in doubt "
+                                "(auto, default), or always with ffprobe (probe)")
 
     node = add("node", "run a headless worker node", node_opts)
     node.add_argument("--exit-when-idle", action="store_true",

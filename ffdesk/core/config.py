@@ -43,6 +43,9 @@ class Settings:
     max_attempts: int = 3
     output_dir: str | None = None  # default output folder for submit (None: next to input)
     tags: str = ""  # comma separated labels jobs can ask for, e.g. "gpu,big-mem"
+    # How outputs are checked: "auto" trusts FFmpeg's own log when it proves the output
+    # (and asks ffprobe when in doubt); "probe" always asks ffprobe (~60 ms of CPU a job).
+    verify: str = "auto"
     debug: str = ""  # comma separated areas: db,queue,ffmpeg,cluster,node or "all"
 
     @property
@@ -77,6 +80,8 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
             result = str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{origin}: '{name}' has an invalid value {value!r}") from None
+    if name == "verify" and result not in ("auto", "probe"):
+        raise ConfigError(f"{origin}: 'verify' must be 'auto' or 'probe'")
     if name == "slots" and result < 1:
         raise ConfigError(f"{origin}: 'slots' must be at least 1")
     if name in ("heartbeat", "poll_interval") and result <= 0:

@@ -31,6 +31,7 @@ from ffdesk.ffmpeg.runner import (
     commit_output,
     discard_output,
     temp_output_path,
+    verify_from_log,
     verify_output,
 )
 
@@ -52,7 +53,15 @@ class Tools:
 
 class JobRun:
     def __init__(
-        self, job: Job, *, node: str, session: str, pool: Pool, tools: Tools, stats: NodeStats
+        self,
+        job: Job,
+        *,
+        node: str,
+        session: str,
+        pool: Pool,
+        tools: Tools,
+        stats: NodeStats,
+        verify: str = "auto",
     ) -> None:
         assert job.claim is not None
         self.job = job
@@ -70,6 +79,8 @@ class JobRun:
         self.input_size: int | None = None
         self.input: ProbeResult | None = None  # from FFmpeg's log
         self.needs_problem: str | None = None
+        self.verify = verify
+        self.verify = verify
         self.process: FfmpegProcess | None = None
         self._latest: Progress | None = None
         self._progress_ready = asyncio.Event()
@@ -189,7 +200,12 @@ class JobRun:
             await self._fail(self.needs_problem, result)
             return
         if result.exit_code == 0 and not result.canceled:
-            problem = await asyncio.to_thread(
+            doubt = (
+                verify_from_log(result, self.temp, expect=info, needs=tuple(job.needs))
+                if self.verify == "auto"
+                else "always probe"
+            )
+            problem = None if doubt is None else await asyncio.to_thread(
                 verify_output,
                 self.temp,
                 expect=info,

@@ -360,6 +360,7 @@ class Node:
             pool=self.pool,
             tools=self.tools,
             stats=self.stats,
+            verify=self.settings.verify,
         )
         self.running[job.id] = run
         task = asyncio.create_task(run.run(), name=f"job-{job.id}")

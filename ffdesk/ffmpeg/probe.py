@@ -316,6 +316,26 @@ def input_from_log(stderr: str, size: int | None = None) -> ProbeResult | None:
     return parse_ffmpeg_banner(plain, size)
 
 
+_OUTPUT_RE = re.compile(r"^Output #0, (.+?), to '")
+
+
+def output_from_log(stderr: str) -> ProbeResult | None:
+    """The first output as FFmpeg described it when it opened it (format and streams; the
+    duration is not known then). None if the log has no ``Output #0``."""
+    result: ProbeResult | None = None
+    for raw in stderr.splitlines():
+        line = _LEVEL_PREFIX.sub("", raw)
+        if result is None:
+            if m := _OUTPUT_RE.match(line):
+                result = ProbeResult(None, m.group(1), None, None, [])
+            continue
+        if line.startswith(("Output #", "Stream mapping", "Press [q]")) or not line.startswith(" "):
+            break
+        if m := _STREAM_RE.match(line):
+            result.streams.append(_banner_stream(int(m[1]), m[2].lower(), m[3], m[4]))
+    return result
+
+
 def _banner_stream(index: int, kind: str, codec: str, rest: str) -> StreamInfo:
     info = StreamInfo(index=index, kind=kind, codec=codec)
     if kind == "video":

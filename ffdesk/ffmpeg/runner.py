@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ffdesk.core.errors import FfdeskError, FfmpegNotFound
 from ffdesk.ffmpeg.locate import child_env, popen_flags
-from ffdesk.ffmpeg.probe import ProbeError, ProbeResult, probe_as
+from ffdesk.ffmpeg.probe import ProbeError, ProbeResult, output_from_log, probe_as
 from ffdesk.ffmpeg.progress import Progress, ProgressParser
 
 log = logging.getLogger(__name__)
@@ -370,6 +370,43 @@ def sweep_stale_parts(directory: Path, keep: set[str]) -> list[Path]:
         except OSError as exc:
             log.warning("could not delete stale temp output %s: %s", entry, exc)
     return removed
+
+
+_ERROR_LINE = re.compile(r"^(?:\[[^\]]+\] )?\[(?:error|fatal|panic)\] ", re.MULTILINE)
+
+
+def verify_from_log(
+    result: RunResult, path: Path, *, expect: ProbeResult | None, needs: tuple[str, ...]
+) -> str | None:
+    """Check an output from FFmpeg's own account of the run, without another process.
+
+    None when the log proves it good: exit 0, no error lines (5.1 exits 0 on a full disk
+    but logs the error), a non-empty file, an ``Output #0`` with the needed streams and a
+    final ``out_time`` matching the input's duration (within max(0.5 s, 2 %)) - the check
+    that catches truncated outputs. Otherwise the doubt, and the caller asks ffprobe.
+    """
+    if result.exit_code != 0 or result.canceled:
+        return "ffmpeg did not finish cleanly"
+    if _ERROR_LINE.search(result.stderr):
+        return "ffmpeg logged errors"
+    try:
+        if path.stat().st_size == 0:
+            return "the output file is empty"
+    except OSError:
+        return "the output file is missing"
+    described = output_from_log(result.stderr)
+    if described is None:
+        return "the log does not describe the output"
+    for kind in needs:
+        if not any(s.kind == kind and not s.attached_pic for s in described.streams):
+            return f"the output has no {kind} stream"
+    last = result.last_progress
+    if last is None or not last.done or last.out_time_s is None:
+        return "no final progress report"
+    wanted = expect.duration if expect is not None else None
+    if wanted and abs(last.out_time_s - wanted) > max(0.5, 0.02 * wanted):
+        return f"ffmpeg wrote {last.out_time_s:.2f} s but the input lasts {wanted:.2f} s"
+    return None
 
 
 def verify_output(
