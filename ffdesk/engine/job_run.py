@@ -29,6 +29,7 @@ from ffdesk.ffmpeg.runner import (
     RunResult,
     build_argv,
     commit_output,
+    discard_earlier_parts,
     discard_output,
     temp_output_path,
     verify_from_log,
@@ -140,6 +141,12 @@ class JobRun:
         if problem:
             await self._fail(problem)
             return
+        if job.attempt > 1:  # an earlier run may have died mid-encode and left its temp file
+            stale = await asyncio.to_thread(
+                discard_earlier_parts, Path(job.output), job.id, f"{job.id}-{job.claim}"
+            )
+            if stale:
+                log.info("job #%d: removed %d temp file(s) of earlier runs", job.id, len(stale))
         if self._gone():
             await self._end_without_result(None)
             return

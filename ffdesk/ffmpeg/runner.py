@@ -343,6 +343,26 @@ def commit_output(temp: Path, final: Path) -> None:
             _fsync_path(final.parent, os.O_RDONLY)
 
 
+def discard_earlier_parts(final: Path, job_id: int, keep_token: str) -> list[Path]:
+    """Remove temp outputs of earlier runs of job ``job_id`` (e.g. of a node that died
+    mid-encode), keeping ``keep_token``'s. Names are compared as strings, not globbed:
+    file names may contain ``[``, ``*`` or ``?``."""
+    prefix, suffix = f".{final.stem}.{job_id}-", f".part{final.suffix}"
+    keep = temp_output_path(final, keep_token).name
+    removed = []
+    try:
+        entries = list(os.scandir(final.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if name.startswith(prefix) and name.endswith(suffix) and name != keep:
+            with contextlib.suppress(OSError):  # a zombie's file on Windows may be open
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
 def discard_output(temp: Path) -> None:
     """Delete a temp output; missing is fine, a stuck file is left for sweep_stale_parts."""
     try:

@@ -286,3 +286,18 @@ def test_verify_output(tmp_path: Path) -> None:
         # Without an expectation (presets that cut), only readability and streams count.
         assert verify_output(short, expect=None, needs=("video",), ffprobe=ffprobe,
                              ffmpeg=DEBIAN_FFMPEG) is None
+
+
+def test_discard_earlier_parts_only_touches_that_jobs_old_runs(tmp_path):
+    from ffdesk.ffmpeg.runner import discard_earlier_parts, temp_output_path
+
+    final = tmp_path / "clip [final]*.mp4"
+    old = temp_output_path(final, "7-3")
+    current = temp_output_path(final, "7-9")
+    other_job = temp_output_path(final, "8-4")
+    other_file = temp_output_path(tmp_path / "clip.mp4", "7-2")
+    for path in (old, current, other_job, other_file):
+        path.write_bytes(b"x")
+    removed = discard_earlier_parts(final, 7, "7-9")
+    assert removed == [old]
+    assert current.exists() and other_job.exists() and other_file.exists()
