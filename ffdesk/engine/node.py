@@ -578,6 +578,10 @@ class Node:
 
     async def _check_leases(self) -> None:
         assert self.pool is not None
+        # Judge only the runs that existed before the renewal was sent: a claim committing
+        # while it is in flight is missing from its answer, and is no loss (found by the
+        # failover benchmark: a node stopped its own brand-new job).
+        judged = {job_id: run.lease.claim for job_id, run in self.running.items()}
         # psutil's cpu_percent(None) measures since its previous call: one beat.
         cpu, mem = psutil.cpu_percent(None), psutil.virtual_memory().percent
         owned, state = await self.pool.run(
@@ -597,8 +601,9 @@ class Node:
             await self._register()
             state = "online"
         self._apply_state(state)
-        for job_id, run in list(self.running.items()):
-            if owned.get(job_id) != run.lease.claim:
+        for job_id, claim in judged.items():
+            run = self.running.get(job_id)
+            if run is not None and run.lease.claim == claim and owned.get(job_id) != claim:
                 run.lose("this node no longer owns the job")
         await self._give_back_orphans(owned)
 

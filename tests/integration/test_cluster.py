@@ -34,7 +34,7 @@ def node_jobs(url: str, node: str) -> list[int]:
 def test_kill_9_fails_over_and_every_job_succeeds_exactly_once(cli: Cli, nodes, tmp_path):
     add_slow_preset(cli)
     src = tmp_path / "src"
-    files = [make_clip(src / f"c{i:02d}.mp4", seconds=1, size="64x48", rate=5) for i in range(60)]
+    files = [make_clip(src / f"c{i:02d}.mp4", seconds=0.6, size="64x48", rate=5) for i in range(60)]
     out = tmp_path / "out"
     ids = cli.submit(*files, preset="slow-h264", extra=("--output-dir", str(out)))
     for name in ("n1", "n2", "n3"):
@@ -71,7 +71,7 @@ def test_kill_9_fails_over_and_every_job_succeeds_exactly_once(cli: Cli, nodes, 
     for f in files:
         info = probe_json(out / f"{f.stem}-slow.mp4")
         assert info["streams"][0]["codec_name"] == "h264"
-        assert abs(float(info["format"]["duration"]) - 1.0) < 0.3
+        assert abs(float(info["format"]["duration"]) - 0.6) < 0.3
     assert part_files(out) == []
     events = query(cli.database, "SELECT job_id FROM events WHERE kind = 'rescue'")
     assert sorted(e[0] for e in events) == sorted(stranded)
