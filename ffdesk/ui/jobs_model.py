@@ -2,7 +2,7 @@
 
 Built for 100 000 rows under a flood of events (qt-style.md §3.3):
 
-* ``apply`` / ``apply_progress`` only *record* changes; a timer flushes them every 150 ms as one
+* ``apply`` / ``apply_progress`` only *record* changes; a timer flushes them every 100 ms as one
   ``beginInsertRows`` for all new jobs and one ``dataChanged`` per contiguous run of changed
   rows, with the roles that changed. ``beginResetModel`` is only used by :meth:`reset`.
 * Events can repeat or arrive out of order (a catch-up read overlaps the previous one): a job
@@ -381,7 +381,7 @@ class JobTableModel(QAbstractTableModel):
         self,
         parent: QObject | None = None,
         *,
-        flush_interval_ms: int = 150,
+        flush_interval_ms: int = 100,
         tick_interval_ms: int = 1000,
         min_resort_interval_ms: int = 1000,
         clock: Callable[[], float] = time.time,
@@ -410,6 +410,8 @@ class JobTableModel(QAbstractTableModel):
         self._flush_timer.setSingleShot(True)
         self._flush_timer.setInterval(flush_interval_ms)
         self._flush_timer.timeout.connect(self.flush)
+        self._flush_ms = flush_interval_ms
+        self._last_flush = 0.0
 
         self._tick_timer = QTimer(self)
         self._tick_timer.setInterval(tick_interval_ms)
@@ -500,11 +502,17 @@ class JobTableModel(QAbstractTableModel):
         return bool(self._pending_jobs or self._pending_progress)
 
     def _schedule_flush(self) -> None:
-        if not self._flush_timer.isActive():
-            self._flush_timer.start()
+        """Leading edge: a change after a quiet interval shows on the next loop turn; the
+        changes that follow it are coalesced for one interval (never one repaint per event)."""
+        if self._flush_timer.isActive():
+            return
+        # start(ms) changes the timer's interval, so the configured one is kept apart.
+        quiet = time.monotonic() - self._last_flush >= self._flush_ms / 1000
+        self._flush_timer.start(0 if quiet else self._flush_ms)
 
     def flush(self) -> None:
         """Show every recorded change now (the timer calls this; tests may too)."""
+        self._last_flush = time.monotonic()
         self._flush_timer.stop()
         jobs, progress = self._pending_jobs, self._pending_progress
         if not jobs and not progress:

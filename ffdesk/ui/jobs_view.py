@@ -315,7 +315,7 @@ class JobsView(QWidget):
 
     def _on_model_jobs_updated(self, ids: list[int]) -> None:
         # Re-check the actions only when a selected job changed: update_actions() walks the
-        # whole selection, and a flush comes every 150 ms under load.
+        # whole selection, and a flush comes every 100 ms under load.
         selection = self.table.selectionModel()
         if not selection.hasSelection():
             return
