@@ -252,7 +252,10 @@ _DISPLAY: tuple[Callable[[Job, float], str], ...] = (
     lambda j, _n: file_name(j.input),
     lambda j, _n: j.preset,
     lambda j, _n: j.node or "",
-    lambda j, _n: "" if j.progress is None or j.state is _QUEUED else _pct(j.progress),
+    # A run that ended before FFmpeg reported any progress shows nothing, not "0%".
+    lambda j, _n: ""
+    if j.progress is None or j.state is _QUEUED or (j.state is not _RUNNING and not j.progress)
+    else _pct(j.progress),
     _live_figure(lambda v: f"{v:.1f}", "fps"),
     _live_figure(lambda v: f"{v:.2f}×", "speed"),
     _live_figure(format_duration, "eta_s"),

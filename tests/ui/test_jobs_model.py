@@ -410,3 +410,14 @@ def test_empty_model_is_safe(model: JobTableModel) -> None:
     model.remove([1])
     model.sort(Col.QUEUE, DESC)
     assert model.rowCount() == 0
+
+
+def test_progress_of_finished_runs(model: JobTableModel):
+    """A run that failed before FFmpeg reported progress shows nothing, not "0%"; one that
+    failed part-way shows how far it got."""
+    model.reset([
+        make_job(1, state=JobState.FAILED, progress=0.0),
+        make_job(2, state=JobState.FAILED, progress=37.5),
+        make_job(3, state=JobState.SUCCEEDED, progress=100.0),
+    ])
+    assert [model.index(r, Col.PROGRESS).data() for r in range(3)] == ["", "37%", "100%"]
