@@ -172,6 +172,12 @@ class ClusterSeries:
     queue_p95: list[float] = field(default_factory=list)
     newest: float = _NAN  # the newest row's own time (a bucket's ``at`` is its rows' mean)
 
+    def columns(self) -> tuple[list[float], ...]:
+        """Every column, ``at`` first, in :class:`SamplePoint`'s field order: the one place
+        that order is spelled out (the view stacks them into its ring buffer)."""
+        return (self.at, self.fps, self.running, self.queued, self.span_s, self.finished,
+                self.failed, self.claimed, self.queue_p50, self.queue_p95)
+
 
 @dataclass(frozen=True, slots=True)
 class NodeSeries:
@@ -197,22 +203,7 @@ class SampleHistory:
     def points(self) -> list[SamplePoint]:
         """Every point, cluster and nodes, in time order (for a view's ``append``)."""
         c = self.cluster
-        out = [
-            SamplePoint(at, None, *vals)
-            for at, *vals in zip(
-                c.at,
-                c.fps,
-                c.running,
-                c.queued,
-                c.span_s,
-                c.finished,
-                c.failed,
-                c.claimed,
-                c.queue_p50,
-                c.queue_p95,
-                strict=True,
-            )
-        ]
+        out = [SamplePoint(at, None, *vals) for at, *vals in zip(*c.columns(), strict=True)]
         for name, s in self.nodes.items():
             rows = zip(s.at, s.fps, s.running, strict=True)
             out += [SamplePoint(at, name, fps, running) for at, fps, running in rows]

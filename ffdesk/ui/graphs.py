@@ -87,6 +87,7 @@ class ClusterSeriesLike(Protocol):
     def queue_p50(self) -> Sequence[float]: ...
     @property
     def queue_p95(self) -> Sequence[float]: ...
+    def columns(self) -> tuple[Sequence[float], ...]: ...
 
 
 class NodeSeriesLike(Protocol):
@@ -564,19 +565,7 @@ class GraphsView(QWidget):
             return False
         self._bucket_s = history.bucket_s
         c = history.cluster
-        columns = (
-            c.at,
-            c.fps,
-            c.running,
-            c.queued,
-            c.span_s,
-            c.finished,
-            c.failed,
-            c.claimed,
-            c.queue_p50,
-            c.queue_p95,
-        )
-        self._cluster.load(np.column_stack([np.asarray(v, dtype=float) for v in columns]))
+        self._cluster.load(np.column_stack([np.asarray(v, dtype=float) for v in c.columns()]))
         self._seen = {None: c.newest} if c.at else {}
         for name in list(self._nodes):
             if name not in history.nodes:
