@@ -33,6 +33,7 @@ class _Rule:
     requires: str | None = None  # only when the whole stderr also matches this
     input_template: str | None = None  # used instead when the line is about an input file
     input_kind: FailureKind | None = None
+    fill: str | None = None  # searched in the whole stderr for groups the line left empty
 
 
 _HW = "encoder {encoder} cannot run on this node: {message}"
@@ -95,12 +96,26 @@ RULES: tuple[_Rule, ...] = (
         "out of memory: {message}",
         "transient",
     ),
+    # HTTP 5xx: ffmpeg's error says only "Server returned 5XX Server Error reply"; the real
+    # status is in the warning before it.
     _Rule(
-        r"Connection refused|Connection timed out|Connection reset by peer"
-        r"|Network is unreachable|No route to host|Temporary failure in name resolution"
-        r"|Server returned 5\d\d",
-        "network error: {message}",
+        r"HTTP error (?P<status>5\d\d\b.*)",
+        "network error: server replied {status}",
         "transient",
+        requires=r"Server returned 5(?:\d\d|XX)",
+    ),
+    _Rule(
+        r"(?P<error>Connection refused|Connection timed out|Connection reset by peer"
+        r"|Network is unreachable|No route to host|Temporary failure in name resolution"
+        r"|Server returned 5(?:\d\d|XX).*)",
+        "network error: {error}",
+        "transient",
+    ),
+    # A missing URL stays missing: retrying will not help (FFmpeg >= 7 exits 8 for it).
+    _Rule(
+        r"(?P<error>Server returned 404 Not Found)",
+        "input not found on the server: {error}",
+        "input",
     ),
     _Rule(r"Input/output error|Stale file handle", "I/O error: {message}", "transient"),
     _Rule(
@@ -123,8 +138,16 @@ RULES: tuple[_Rule, ...] = (
         "this ffmpeg build lacks a component: {message}",
         "environment",
     ),
-    # Garbage makes the demuxer guess from the extension ("low score"), then fail. A real but
-    # cut-off mp4 is detected with full confidence and only lacks its moov atom.
+    # Before the "low score" rule: a .mkv without a Matroska header (text, garbage, damaged
+    # start) is also guessed from its extension, and this names the container that failed.
+    _Rule(
+        r"EBML header parsing failed",
+        "input is not a valid Matroska file: EBML header parsing failed",
+        "input",
+    ),
+    # Garbage (or an empty file) makes the demuxer guess from the extension ("low score"),
+    # then fail. A real but cut-off mp4 is detected with full confidence and only lacks its
+    # moov atom.
     _Rule(
         r"detected only with low score",
         "input is not a media file: Invalid data found when processing input",
@@ -132,11 +155,6 @@ RULES: tuple[_Rule, ...] = (
         requires=r"Invalid data found when processing input|moov atom not found",
     ),
     _Rule(r"moov atom not found", "input is truncated: moov atom not found", "input"),
-    _Rule(
-        r"EBML header parsing failed",
-        "input is not a valid Matroska file: EBML header parsing failed",
-        "input",
-    ),
     _Rule(
         r"Invalid data found when processing input",
         "input is not a media file: Invalid data found when processing input",
@@ -165,6 +183,14 @@ RULES: tuple[_Rule, ...] = (
         "config",
     ),
     _Rule(r"does not contain any stream", "output would contain no streams: {message}", "config"),
+    # FFmpeg >= 7 prints "Stream map '' matches no streams." and names the map only in the
+    # next line ("Failed to set value '0:s' for option 'map'").
+    _Rule(
+        r"Stream map '(?P<spec>[^']*)' matches no streams",
+        "the stream selection matches nothing: no stream matches -map {spec}",
+        "config",
+        fill=r"Failed to set value '(?P<spec>[^']*)' for option 'map'",
+    ),
     _Rule(r"matches no streams", "the stream selection matches nothing: {message}", "config"),
     _Rule(r"already exists\. Exiting", "output file already exists", "config"),
     _Rule(
@@ -181,7 +207,7 @@ RULES: tuple[_Rule, ...] = (
 
 # FFmpeg >= 7 exits with the AVERROR's low byte (reference/ffmpeg.md 3.2).
 _RC_HINTS: dict[int, str] = {
-    8: "something was not found: encoder, filter, option or decoder",
+    8: "something was not found (encoder, filter, option, decoder) or an HTTP error",
     69: "too many decoding errors",
     123: "hard exit after repeated signals",
     171: "unknown error",
@@ -277,6 +303,10 @@ def _match_rules(stderr: str) -> Failure | None:
                 "path": _input_path(lines, index) if "{path}" in template else "",
                 **{k: v for k, v in found.groupdict().items() if v is not None},
             }
+            filler = re.search(rule.fill, stderr) if rule.fill else None
+            for key, value in filler.groupdict().items() if filler else ():
+                if value and not fields.get(key):
+                    fields[key] = value
             return Failure(kind, template.format(**fields))
     return None
 

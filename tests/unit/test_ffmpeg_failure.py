@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ffdesk.ffmpeg.failure import classify_failure, explain_failure, last_error_line
+from ffdesk.ffmpeg.failure import Failure, classify_failure, explain_failure, last_error_line
 from ffdesk.ffmpeg.runner import FfmpegProcess, build_argv
 
 STDERR = Path(__file__).resolve().parent.parent / "data" / "stderr"
@@ -46,6 +46,22 @@ EXPECTED = {
     "disk-full": ("environment", "disk full: No space left on device"),
     "permission-denied": ("environment", "output folder is not writable: Permission denied"),
     "sigterm": ("transient", "ffmpeg was stopped by signal 15"),
+    "killed": ("transient", "ffmpeg was killed by signal 9 (SIGKILL)"),
+    # Bad input corpus. Neither build says "empty": to the demuxer a 0-byte file is garbage.
+    "zero-bytes": (
+        "input", "input is not a media file: Invalid data found when processing input"
+    ),
+    "text-as-mkv": (
+        "input", "input is not a valid Matroska file: EBML header parsing failed"
+    ),
+    # 9.0 prints "Stream map '' matches no streams." and names the map one line later.
+    "map-matches-nothing": (
+        "config", "the stream selection matches nothing: no stream matches -map 0:s"
+    ),
+    # ffmpeg's error says "5XX"; the status is in the warning before it.
+    "http-503": ("transient", "network error: server replied 503 Service Unavailable"),
+    "http-404": ("input", "input not found on the server: Server returned 404 Not Found"),
+    "http-refused": ("transient", "network error: Connection refused"),
 }
 CAPTURES = sorted(STDERR.glob("*-ffmpeg-*.txt"))
 
@@ -68,13 +84,19 @@ def test_captures_cover_every_case_on_both_builds() -> None:
 def test_exit_codes_say_little() -> None:
     # Why stderr decides: up to 6.x nearly everything is 1, and a full disk can even be 0 on
     # 5.1; from 7.x the code is the AVERROR's low byte, and 255 is both nvenc and a signal.
+    # A negative code is no exit code: the process was killed (Popen's -signum).
     codes_51 = {case: by_version["5.1"] for case, by_version in EXIT_CODES.items()}
-    assert set(codes_51.values()) == {0, 1, 255}
+    assert {rc for rc in codes_51.values() if rc >= 0} == {0, 1, 255}
     assert codes_51["disk-full"] == 0
     codes_90 = {case: by_version["9.0"] for case, by_version in EXIT_CODES.items()}
     assert codes_90["nvenc"] == codes_90["sigterm"] == 255
     assert codes_90["truncated-mp4"] == codes_90["random-bytes"] == 183
+    assert codes_90["zero-bytes"] == codes_90["text-as-mkv"] == 183
     assert codes_90["disk-full"] == 228
+    # 8 is a bag: a missing encoder and every HTTP error (a retryable 503, a final 404).
+    assert codes_90["unknown-encoder"] == codes_90["http-503"] == codes_90["http-404"] == 8
+    assert codes_90["http-refused"] == 145
+    assert EXIT_CODES["killed"] == {"5.1": -9, "9.0": -9}
 
 
 def _live_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
@@ -84,6 +106,8 @@ def _live_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     data = good.read_bytes()
     (tmp / "truncated.mp4").write_bytes(data[: len(data) // 2])
     (tmp / "random.mp4").write_bytes(bytes((i * 7919 + 13) % 251 for i in range(20000)))
+    (tmp / "zero.mp4").write_bytes(b"")
+    (tmp / "notes.mkv").write_text("Shopping list\n- milk\n- bread\n")
     out = str(tmp / "out.mp4")
     return {
         "truncated": (["-i", str(tmp / "truncated.mp4"), out], EXPECTED["truncated-mp4"][1]),
@@ -91,6 +115,9 @@ def _live_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "nvenc": ([*CLIP, "-c:v", "h264_nvenc", out], EXPECTED["nvenc"][1]),
         "bad-option": ([*CLIP, "-bogus", "1", out], EXPECTED["bad-option"][1]),
         "no-dir": ([*CLIP, str(tmp / "missing" / "out.mp4")], EXPECTED["output-dir-missing"][1]),
+        "zero": (["-i", str(tmp / "zero.mp4"), out], EXPECTED["zero-bytes"][1]),
+        "text-mkv": (["-i", str(tmp / "notes.mkv"), out], EXPECTED["text-as-mkv"][1]),
+        "map": (["-i", str(good), "-map", "0:s", out], EXPECTED["map-matches-nothing"][1]),
     }
 
 
@@ -163,3 +190,22 @@ def test_input_side_permission_and_gpu_session_limit() -> None:
     busy = classify_failure(1, nvenc_busy)
     assert busy.kind == "transient"
     assert busy.reason.startswith("encoder h264_nvenc has no free GPU session")
+
+
+def test_network_reasons_without_the_http_warning() -> None:
+    # With -loglevel error the "HTTP error 503 ..." warning is gone: say what ffmpeg said.
+    only_error = "[error] http://h/clip.mp4: Server returned 5XX Server Error reply\n"
+    assert classify_failure(1, only_error) == Failure(
+        "transient", "network error: Server returned 5XX Server Error reply"
+    )
+    # A 503 warning followed by some other fatal error is not a network failure.
+    other = "[warning] HTTP error 503 Service Unavailable\n[error] x: Invalid argument\n"
+    assert not explain_failure(234, other).startswith("network error")
+    timed_out = "[tcp @ 0x1] [error] Connection to tcp://h:80 failed: Connection timed out"
+    assert explain_failure(146, timed_out) == "network error: Connection timed out"
+    # Other maps that match nothing keep ffmpeg's own words.
+    graph = "[fatal] Stream specifier ':s' in filtergraph description [0:s]null matches no streams."
+    assert explain_failure(1, graph) == (
+        "the stream selection matches nothing: "
+        "Stream specifier ':s' in filtergraph description [0:s]null matches no streams."
+    )
