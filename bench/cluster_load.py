@@ -376,7 +376,7 @@ class SimNode:
         async with self.lock, conn.transaction():
             if await jobs_sql.lock_for_finish(conn, lease):
                 await jobs_sql.finish(
-                    conn, lease, state=JobState.SUCCEEDED, exit_code=0, reason=None,
+                    conn, lease, jobs_sql.Outcome(JobState.SUCCEEDED, exit_code=0, reason=None),
                     stderr="simulated run\n", node=self.identifier,
                 )
             else:

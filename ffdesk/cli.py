@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -89,6 +90,16 @@ def _build_parser() -> argparse.ArgumentParser:
     node_opts.add_argument("--verify", choices=["auto", "probe"],
                            help="check outputs from FFmpeg's log, probing when in doubt "
                                 "(auto, default), or always with ffprobe (probe)")
+    node_opts.add_argument("--stall-timeout", type=float, metavar="S",
+                           help="stop FFmpeg after S seconds without progress (default 120)")
+    node_opts.add_argument("--memory-limit", metavar="SIZE",
+                           help="stop FFmpeg above this memory, e.g. 4G (default: no limit)")
+    node_opts.add_argument("--retry-base", type=float, metavar="S",
+                           help="first retry delay after a transient failure (default 10)")
+    node_opts.add_argument("--quarantine-after", type=int, metavar="N",
+                           help="stop claiming after N environment failures in a row (3)")
+    node_opts.add_argument("--full-hash", action="store_true", default=None,
+                           help="hash whole inputs and outputs for the audit trail")
 
     node = add("node", "run a headless worker node", node_opts)
     node.add_argument("--exit-when-idle", action="store_true",
@@ -114,14 +125,23 @@ def _build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--limit", type=int, default=None)
     jobs.add_argument("--json", action="store_true")
 
-    job = add("job", "show one job with every attempt, argv and the whole stderr")
+    job = add("job", "show one job's audit trail: every attempt, its argv and stderr, events")
     job.add_argument("id", type=int)
-    job.add_argument("--json", action="store_true")
+    job.add_argument("--json", action="store_true", help="everything, as JSON")
+    job.add_argument("--stderr", action="store_true",
+                     help="print one attempt's FFmpeg stderr exactly as it was written")
+    job.add_argument("--attempt", type=int, metavar="N",
+                     help="with --stderr: attempt N (1 = first; default: the latest)")
 
     cancel = add("cancel", "cancel queued or running jobs")
     cancel.add_argument("ids", type=int, nargs="+", metavar="ID")
-    retry = add("retry", "put failed, dead or canceled jobs back in the queue")
-    retry.add_argument("ids", type=int, nargs="+", metavar="ID")
+    retry = add("retry", "reprocess: put failed, dead or canceled jobs back in the queue")
+    retry.add_argument("ids", type=int, nargs="*", metavar="ID")
+    retry.add_argument("--state", action="append", choices=["failed", "dead", "canceled"],
+                       help="every job in this state (repeatable; default with --since: all "
+                            "three)")
+    retry.add_argument("--since", metavar="AGE",
+                       help="only jobs that ended within AGE, e.g. 90s, 30m, 1h, 2d")
 
     priority = add("priority", "change the priority of queued or running jobs")
     priority.add_argument("priority", type=int, help="new priority (higher runs first)")
@@ -258,7 +278,11 @@ def cmd_node(args: argparse.Namespace, settings: Settings, places: Places) -> in
 
     with database(settings, places) as db:
         node = Node(
-            settings, db.url, exit_when_idle=args.exit_when_idle, cache_dir=places.cache_dir
+            settings,
+            db.url,
+            exit_when_idle=args.exit_when_idle,
+            cache_dir=places.cache_dir,
+            data_dir=places.data_dir,
         )
 
         async def main() -> None:
@@ -288,19 +312,21 @@ def _install_stop_handlers(loop: Any, node: Any) -> None:
 
 def cmd_submit(args: argparse.Namespace, settings: Settings, places: Places) -> int:
     from ffdesk.db import jobs as jobs_sql
-    from ffdesk.engine.submit import SubmitRequest, plan_jobs, submitter
+    from ffdesk.engine.submit import SubmitRequest, is_url, plan_jobs, submitter
 
     presets = _load_presets(places)
     from ffdesk.ffmpeg.presets import get_preset
 
     preset = get_preset(presets, args.preset)
     out_dir = args.output_dir or settings.output_dir
-    max_attempts = args.max_attempts or settings.max_attempts
+    # Flag > preset > setting: a preset knows best how often its kind of work may fail.
+    max_attempts = args.max_attempts or preset.policy.max_attempts or settings.max_attempts
     if max_attempts < 1:
         raise ConfigError("--max-attempts must be at least 1")
     request = SubmitRequest(
         preset=preset,
-        paths=[Path(p) for p in args.paths],
+        paths=[Path(p) for p in args.paths if not is_url(p)],
+        urls=[p for p in args.paths if is_url(p)],
         output_dir=Path(out_dir) if out_dir else None,
         priority=args.priority,
         max_attempts=max_attempts,
@@ -404,6 +430,11 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
 def cmd_job(args: argparse.Namespace, settings: Settings, places: Places) -> int:
     from ffdesk.db import jobs as jobs_sql
 
+    if args.attempt is not None and not args.stderr:
+        raise ConfigError("--attempt goes with --stderr")
+    if args.stderr:
+        return _print_stderr(args, settings, places)
+
     async def fetch(conn):
         job = await jobs_sql.get_job(conn, args.id)
         if job is None:
@@ -420,18 +451,31 @@ def cmd_job(args: argparse.Namespace, settings: Settings, places: Places) -> int
     job, attempts, events = found
     if args.json:
         _print_json(
-            {**job.to_dict(), "attempts": [a.to_dict() for a in attempts], "events": events}
+            {
+                **job.to_dict(),
+                "attempts": [
+                    {"number": n, **a.to_dict()} for n, a in enumerate(attempts, start=1)
+                ],
+                "events": events,
+            }
         )
         return EXIT_OK
-    print(f"Job {job.id}: {job.state}" + (f" — {job.reason}" if job.reason else ""))
+    headline = f"Job {job.id}: {job.state}"
+    if job.failure_kind and job.state != "succeeded":
+        headline += f" ({job.failure_kind})"
+    print(headline + (f" — {job.reason}" if job.reason else ""))
     for label, value in (
         ("input", job.input),
         ("output", job.output),
+        ("written", job.written or "-"),
         ("preset", job.preset),
         ("priority", job.priority),
         ("attempt", f"{job.attempt}/{job.max_attempts}"),
         ("node", job.node or "-"),
-        ("submitted", _when(job.created_at)),
+        ("avoids nodes", ", ".join(job.avoid_nodes) or "-"),
+        ("next try", _when(job.not_before) if job.state == "queued" else "-"),
+        ("submitted", _when(job.created_at) + (f" by {job.submitted_by}" if job.submitted_by
+                                               else "")),
         ("claimed", _when(job.claimed_at)),
         ("started", _when(job.started_at)),
         ("finished", _when(job.finished_at)),
@@ -440,26 +484,78 @@ def cmd_job(args: argparse.Namespace, settings: Settings, places: Places) -> int
         ("progress", f"{job.progress:.1f}%" if job.progress is not None else "-"),
     ):
         print(f"  {label:<14}{value}")
-    for a in attempts:
+    for number, a in enumerate(attempts, start=1):
         print()
+        outcome = a.outcome or "running"
+        if a.kind and outcome != "succeeded":
+            outcome += f" ({a.kind})"
         print(
-            f"Attempt {a.seq} (claim {a.id}) on {a.node} [{a.host or '?'}]: "
-            f"{a.outcome or 'running'}" + ("" if a.counted else " (not counted)")
+            f"Attempt {number} (claim {a.id}) on {a.node} [{a.host or '?'}]: {outcome}"
+            + ("" if a.counted else " (not counted)")
         )
         print(
             f"  claimed {_when(a.claimed_at)}  started {_when(a.started_at)}  "
             f"finished {_when(a.finished_at)}  exit code {a.exit_code}"
+            + (f"  pid {a.pid}" if a.pid else "")
         )
         if a.reason:
             print(f"  reason: {a.reason}")
+        if a.retry_at:
+            print(f"  retry after: {_when(a.retry_at)}")
         if a.ffmpeg_version:
             print(f"  ffmpeg: {a.ffmpeg_version} (sha256 {a.ffmpeg_sha256})")
         if a.argv:
             print(f"  argv: {json.dumps(a.argv, ensure_ascii=False)}")
+        if a.input_hash:
+            print(
+                f"  input: {a.input_size} bytes, modified {_when(a.input_mtime)}, "
+                f"blake2b-edges {a.input_hash}"
+                + (f", blake2b {a.input_full_hash}" if a.input_full_hash else "")
+            )
+        if a.output_hash:
+            print(
+                f"  output: {a.output_path or '-'}, {a.output_size} bytes, "
+                f"blake2b-edges {a.output_hash}"
+                + (f", blake2b {a.output_full_hash}" if a.output_full_hash else "")
+            )
         if a.stderr is not None:
-            print(f"  stderr ({a.stderr_bytes} bytes):")
-            for line in a.stderr.splitlines():
-                print(f"    {line}")
+            print(f"  stderr: {a.stderr_bytes} bytes (ffdesk job {job.id} --stderr "
+                  f"--attempt {number})")
+    if events:
+        print()
+        print("Events:")
+        for event in events:
+            detail = ", ".join(
+                f"{k}={v}" for k, v in event["detail"].items() if v not in (None, "")
+            )
+            who = f" [{event['node']}]" if event["node"] else ""
+            print(f"  {_when(event['at'])}  {event['kind']}{who}  {detail}".rstrip())
+    return EXIT_OK
+
+
+def _print_stderr(args: argparse.Namespace, settings: Settings, places: Places) -> int:
+    """The stored stderr, byte for byte, on stdout (pipe it to a file or grep)."""
+    from ffdesk.db import jobs as jobs_sql
+
+    async def fetch(conn):
+        if await jobs_sql.get_job(conn, args.id) is None:
+            return "no job"
+        return await jobs_sql.get_stderr(conn, args.id, args.attempt)
+
+    found = _run_db(settings, places, fetch)
+    if found == "no job":
+        raise FfdeskError(f"no job with id {args.id}")
+    if found is None:
+        which = f"attempt {args.attempt}" if args.attempt else "any attempt"
+        raise FfdeskError(f"job {args.id} has no stderr stored for {which}")
+    number, data = found
+    if data is None:
+        raise FfdeskError(
+            f"attempt {number} of job {args.id} stored no stderr (FFmpeg never ran)"
+        )
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
     return EXIT_OK
 
 
@@ -479,8 +575,37 @@ def cmd_retry(args: argparse.Namespace, settings: Settings, places: Places) -> i
     from ffdesk.db import jobs as jobs_sql
     from ffdesk.engine.submit import submitter
 
-    found = _run_db(settings, places, lambda c: jobs_sql.retry(c, args.ids, by=submitter()))
-    return _report_action(args.ids, found, ("failed", "dead", "canceled"), "queued again")
+    if not args.ids and not args.state and not args.since:
+        raise ConfigError("say which jobs: IDs, --state STATE or --since AGE")
+    if args.ids and (args.state or args.since):
+        raise ConfigError("give either job IDs or --state/--since, not both")
+    since = parse_age(args.since) if args.since else None
+    found = _run_db(
+        settings,
+        places,
+        lambda c: jobs_sql.retry(
+            c, args.ids, by=submitter(), states=args.state or (), since_seconds=since
+        ),
+    )
+    if args.ids:
+        return _report_action(args.ids, found, ("failed", "dead", "canceled"), "queued again")
+    for job_id, state in found.items():
+        print(f"{job_id}: queued again (was {state})")
+    if not found:
+        print("no jobs matched", file=sys.stderr)
+    return EXIT_OK
+
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)?\s*$", re.IGNORECASE)
+_AGE_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_age(text: str) -> float:
+    """Seconds from "90s", "30m", "1h", "2d", "1w" (a bare number is seconds)."""
+    found = _AGE.match(text)
+    if not found:
+        raise ConfigError(f"--since: '{text}' is not an age such as 30m, 1h or 2d")
+    return float(found.group(1)) * _AGE_UNITS[(found.group(2) or "s").lower()]
 
 
 def _report_action(

@@ -16,6 +16,7 @@ from typing import Any
 
 from ffdesk.core.errors import ConfigError
 from ffdesk.core.places import Places
+from ffdesk.core.policy import PolicyError, parse_size
 
 
 def default_slots() -> int:
@@ -46,11 +47,24 @@ class Settings:
     # How outputs are checked: "auto" trusts FFmpeg's own log when it proves the output
     # (and asks ffprobe when in doubt); "probe" always asks ffprobe (~60 ms of CPU a job).
     verify: str = "auto"
+    # Failure handling (issue 5). A transient failure is retried after retry_base * 2^(n-1)
+    # seconds (capped at retry_max, with jitter); a node with quarantine_after environment
+    # failures in a row stops claiming until someone resumes it.
+    retry_base: float = 10.0
+    retry_max: float = 600.0
+    quarantine_after: int = 3
+    stall_timeout: float = 120.0  # seconds without FFmpeg progress before the run is stopped
+    memory_limit: str = ""  # per-job FFmpeg RSS cap, e.g. "4G" (a preset may set its own)
+    full_hash: bool = False  # hash whole inputs and outputs, not only their first/last 8 MiB
     debug: str = ""  # comma separated areas: db,queue,ffmpeg,cluster,node or "all"
 
     @property
     def lease_seconds(self) -> float:
         return self.heartbeat * self.lease_beats
+
+    @property
+    def memory_limit_bytes(self) -> int | None:
+        return parse_size(self.memory_limit, what="memory_limit")
 
 
 _TYPES: dict[str, type] = {f.name: f.type for f in fields(Settings)}  # type: ignore[misc]
@@ -86,6 +100,17 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
         raise ConfigError(f"{origin}: 'slots' must be at least 1")
     if name in ("heartbeat", "poll_interval") and result <= 0:
         raise ConfigError(f"{origin}: '{name}' must be greater than 0")
+    if name in ("retry_base", "retry_max", "stall_timeout") and result <= 0:
+        raise ConfigError(f"{origin}: '{name}' must be greater than 0")
+    if name == "quarantine_after" and result < 1:
+        raise ConfigError(f"{origin}: 'quarantine_after' must be at least 1")
+    if name == "memory_limit":
+        try:
+            parse_size(result, what="memory_limit")
+        except PolicyError:
+            raise ConfigError(
+                f"{origin}: 'memory_limit' must be a size such as 512M or 2G"
+            ) from None
     if name == "lease_beats" and result < 2:
         raise ConfigError(f"{origin}: 'lease_beats' must be at least 2")
     return result

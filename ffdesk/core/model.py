@@ -37,6 +37,8 @@ class NewJob:
     priority: int = 0
     max_attempts: int = 3
     meta: dict[str, Any] = field(default_factory=dict)
+    # The preset's run policy at submit time (see ffdesk.ffmpeg.presets.RunPolicy).
+    policy: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)  # the console holds 100 000 of these: slots save ~40 % of memory
@@ -71,6 +73,10 @@ class Job:
     submitted_by: str | None
     meta: dict[str, Any]
     revision: int
+    failure_kind: str | None = None  # class of the last failure: transient, input, ...
+    avoid_nodes: list[str] = field(default_factory=list)  # nodes this job will not run on
+    policy: dict[str, Any] = field(default_factory=dict)
+    written: str | None = None  # the file actually written (keep-both may pick a new name)
 
     @property
     def queue_seconds(self) -> float | None:
@@ -130,6 +136,18 @@ class Attempt:
     input_probe: dict[str, Any] | None
     stderr: str | None
     stderr_bytes: int | None
+    kind: str | None = None
+    pid: int | None = None
+    retry_at: datetime | None = None
+    input_size: int | None = None
+    input_mtime: datetime | None = None
+    input_hash: str | None = None
+    input_full_hash: str | None = None
+    output_path: str | None = None
+    output_size: int | None = None
+    output_hash: str | None = None
+    output_full_hash: str | None = None
+    output_probe: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

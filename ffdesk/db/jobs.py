@@ -28,7 +28,7 @@ _JOB_COLUMNS = (
     "id, state, priority, input, output, preset, preset_args, needs, attempt, max_attempts, "
     "claim, node, node_session, lease_until, not_before, created_at, claimed_at, started_at, "
     "finished_at, progress, fps, speed, eta_s, out_time_s, duration_s, exit_code, reason, "
-    "submitted_by, meta, revision"
+    "submitted_by, meta, revision, failure_kind, avoid_nodes, policy, written"
 )
 _FENCE = (
     "id = %(job_id)s AND claim = %(claim)s AND node_session = %(session)s AND state = 'running'"
@@ -46,8 +46,9 @@ def _fence_params(lease: Lease) -> dict[str, Any]:
     return {"job_id": lease.job_id, "claim": lease.claim, "session": lease.node_session}
 
 
-def compress_stderr(text: str) -> tuple[bytes, int]:
-    raw = text.encode("utf-8", "surrogateescape")
+def compress_stderr(text: str | bytes) -> tuple[bytes, int]:
+    """zlib of FFmpeg's stderr as it was written (bytes kept exactly), and its size."""
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
     if len(raw) > STDERR_CAP:
         raw = raw[:STDERR_CAP] + STDERR_CUT_MARKER.format(len(raw) - STDERR_CAP).encode()
     return zlib.compress(raw, 6), len(raw)
@@ -57,6 +58,26 @@ def decompress_stderr(blob: bytes | None) -> str | None:
     if blob is None:
         return None
     return zlib.decompress(blob).decode("utf-8", "replace")
+
+
+async def get_stderr(
+    conn: Conn, job_id: int, number: int | None = None
+) -> tuple[int, bytes | None] | None:
+    """(attempt number, the exact stderr bytes) of a job's attempt ``number`` (1 = its
+    first run, in claim order), or of its latest attempt with a stderr. None: no such
+    attempt; bytes None: that attempt stored no stderr (it never started FFmpeg)."""
+    cur = await conn.execute(
+        """SELECT n, stderr FROM (
+               SELECT row_number() OVER (ORDER BY id) AS n, id, stderr
+                 FROM attempts WHERE job_id = %(job)s) a
+            WHERE (%(n)s::int IS NULL AND stderr IS NOT NULL) OR n = %(n)s::int
+            ORDER BY id DESC LIMIT 1""",
+        {"job": job_id, "n": number},
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return row[0], (zlib.decompress(row[1]) if row[1] is not None else None)
 
 
 async def _event(
@@ -90,6 +111,7 @@ async def enqueue(conn: Conn, jobs: Sequence[NewJob], *, submitted_by: str) -> l
             "priority": j.priority,
             "max_attempts": j.max_attempts,
             "meta": j.meta,
+            "policy": j.policy,
         }
         for i, j in enumerate(jobs)
     ]
@@ -99,12 +121,12 @@ async def enqueue(conn: Conn, jobs: Sequence[NewJob], *, submitted_by: str) -> l
             WITH src AS (
                 SELECT * FROM jsonb_to_recordset(%(rows)s) AS r(
                     ord int, input text, output text, preset text, preset_args jsonb,
-                    needs text[], priority int, max_attempts int, meta jsonb)
+                    needs text[], priority int, max_attempts int, meta jsonb, policy jsonb)
             ), ins AS (
                 INSERT INTO jobs (input, output, preset, preset_args, needs, priority,
-                                  max_attempts, meta, submitted_by)
+                                  max_attempts, meta, policy, submitted_by)
                 SELECT input, output, preset, preset_args, coalesce(needs, '{}'), priority,
-                       max_attempts, meta, %(by)s
+                       max_attempts, meta, coalesce(policy, '{}'), %(by)s
                   FROM src ORDER BY ord
                 RETURNING id
             ), ev AS (
@@ -138,6 +160,7 @@ async def claim(
         WITH picked AS MATERIALIZED (
             SELECT id FROM jobs
              WHERE state = 'queued' AND not_before <= now()
+               AND NOT %(node)s = ANY(avoid_nodes)
              ORDER BY priority DESC, id
              LIMIT %(limit)s
              FOR UPDATE SKIP LOCKED
@@ -148,12 +171,17 @@ async def claim(
                    started_at = NULL, finished_at = NULL,
                    lease_until = now() + make_interval(secs => %(lease)s),
                    progress = NULL, fps = NULL, speed = NULL, eta_s = NULL, out_time_s = NULL,
-                   exit_code = NULL, reason = NULL
+                   exit_code = NULL, reason = NULL, failure_kind = NULL
               FROM picked WHERE j.id = picked.id
             RETURNING j.*
         ), att AS (
             INSERT INTO attempts (id, job_id, seq, node, node_session, host, claimed_at)
             SELECT claim, id, attempt, node, node_session, %(host)s, claimed_at FROM claimed
+        ), ev AS (
+            INSERT INTO events (job_id, node, kind, detail)
+            SELECT id, node, 'claimed',
+                   jsonb_build_object('claim', claim, 'attempt', attempt, 'host', %(host)s::text)
+              FROM claimed
         )
         SELECT {_JOB_COLUMNS} FROM claimed ORDER BY priority DESC, id
         """,
@@ -162,6 +190,20 @@ async def claim(
     jobs = [_job(r) for r in await cur.fetchall()]
     await conn.commit()
     return jobs
+
+
+async def next_due(conn: Conn, *, node: str) -> float | None:
+    """Seconds until the earliest queued job this node may run becomes due (a retry
+    waiting out its backoff); None if there is none. Lets an idle node sleep until then
+    instead of finding it one poll interval late."""
+    cur = await conn.execute(
+        """SELECT extract(epoch FROM min(not_before) - now())::float8 FROM jobs
+            WHERE state = 'queued' AND not_before > now() AND NOT %s = ANY(avoid_nodes)""",
+        [node],
+    )
+    row = await cur.fetchone()
+    await conn.commit()
+    return row[0] if row else None
 
 
 # --------------------------------------------------------------------------- fenced writes
@@ -177,8 +219,12 @@ async def mark_started(
     ffmpeg_fingerprint: str,
     duration_s: float | None,
     input_probe: dict[str, Any] | None,
+    pid: int | None = None,
+    node: str | None = None,
 ) -> bool:
     params = _fence_params(lease) | {
+        "pid": pid,
+        "node": node,
         "argv": Jsonb(argv),
         "ver": ffmpeg_version,
         "sha": ffmpeg_sha256,
@@ -197,10 +243,11 @@ async def mark_started(
         await conn.execute(
             """UPDATE attempts SET started_at = clock_timestamp(), argv = %(argv)s,
                    ffmpeg_version = %(ver)s, ffmpeg_sha256 = %(sha)s,
-                   ffmpeg_fingerprint = %(fp)s, input_probe = %(probe)s
+                   ffmpeg_fingerprint = %(fp)s, input_probe = %(probe)s, pid = %(pid)s
              WHERE id = %(claim)s""",
             params,
         )
+        await _event(conn, "started", lease.job_id, node, {"claim": lease.claim, "pid": pid})
     return True
 
 
@@ -214,7 +261,10 @@ async def report_progress(
     eta_s: float | None,
     out_time_s: float | None,
     duration_s: float | None = None,
+    milestone: int | None = None,
+    node: str | None = None,
 ) -> bool:
+    """Progress of our run; ``milestone`` (25, 50, 75) also goes into the event log."""
     params = _fence_params(lease) | {
         "progress": progress,
         "fps": fps,
@@ -230,6 +280,10 @@ async def report_progress(
              WHERE {_FENCE}""",
         params,
     )
+    if milestone is not None and cur.rowcount == 1:
+        await _event(
+            conn, "progress", lease.job_id, node, {"claim": lease.claim, "percent": milestone}
+        )
     await conn.commit()
     return cur.rowcount == 1
 
@@ -246,37 +300,101 @@ async def lock_for_finish(conn: Conn, lease: Lease) -> bool:
     return await cur.fetchone() is not None
 
 
+@dataclass
+class RunAudit:
+    """What one run leaves in its attempt row besides the outcome: the input's fingerprint
+    and the output's size, hash and probe summary (see ffdesk.engine.fingerprint)."""
+
+    input_size: int | None = None
+    input_mtime: float | None = None  # POSIX seconds
+    input_hash: str | None = None
+    input_full_hash: str | None = None
+    output_path: str | None = None
+    output_size: int | None = None
+    output_hash: str | None = None
+    output_full_hash: str | None = None
+    output_probe: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, for :func:`finish`. ``state`` is the job's next state: succeeded,
+    failed, dead, or queued (a retry after ``retry_in`` seconds, maybe avoiding this node)."""
+
+    state: JobState
+    exit_code: int | None = None
+    reason: str | None = None
+    kind: str | None = None  # failure class
+    retry_in: float = 0.0
+    avoid_node: bool = False
+    why: str | None = None  # the policy's words: "retry 2 of 3 in 12.0 s"
+    written: str | None = None  # the file written (succeeded)
+
+
+async def other_nodes_available(conn: Conn, job_id: int, node: str) -> bool:
+    """Could a live node other than ``node`` (and not avoided by the job) run it?"""
+    cur = await conn.execute(
+        """SELECT EXISTS (
+               SELECT 1 FROM nodes n, jobs j
+                WHERE j.id = %s AND n.identifier <> %s AND n.state = 'online'
+                  AND now() - n.heartbeat_at < make_interval(secs => n.lease_s)
+                  AND NOT n.identifier = ANY(j.avoid_nodes))""",
+        [job_id, node],
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
 async def finish(
     conn: Conn,
     lease: Lease,
+    outcome: Outcome,
     *,
-    state: JobState,
-    exit_code: int | None,
-    reason: str | None,
-    stderr: str | None,
+    stderr: str | bytes | None,
     node: str,
     input_probe: dict[str, Any] | None = None,
     duration_s: float | None = None,
+    audit: RunAudit | None = None,
 ) -> bool:
-    """Record the end of our run (succeeded / failed). Call inside a transaction.
+    """Record the end of our run. Call inside a transaction.
 
     ``input_probe`` / ``duration_s``: the input as FFmpeg described it in this run's log.
+    A retry keeps the attempt spent; the job goes back to ``queued`` with ``not_before`` set
+    by the backoff and, for an environment failure, this node in ``avoid_nodes``.
     """
     blob, size = compress_stderr(stderr) if stderr is not None else (None, None)
+    state = str(outcome.state)
     params = _fence_params(lease) | {
-        "state": str(state),
-        "rc": exit_code,
-        "reason": reason,
-        "stderr": blob,
-        "size": size,
+        "state": state,
+        "rc": outcome.exit_code,
+        "reason": outcome.reason,
+        "kind": outcome.kind,
         "dur": duration_s,
+        "retry": outcome.retry_in,
+        "avoid": outcome.avoid_node,
+        "node": node,
+        "written": outcome.written,
     }
     cur = await conn.execute(
-        f"""UPDATE jobs SET state = %(state)s, finished_at = clock_timestamp(),
+        f"""UPDATE jobs SET state = %(state)s,
+                   finished_at = CASE WHEN %(state)s = 'queued' THEN NULL
+                                      ELSE clock_timestamp() END,
                    duration_s = coalesce(%(dur)s, duration_s),
-                   exit_code = %(rc)s, reason = %(reason)s, lease_until = NULL,
-                   progress = CASE WHEN %(state)s = 'succeeded' THEN 100 ELSE progress END,
-                   eta_s = NULL
+                   exit_code = %(rc)s, reason = %(reason)s, failure_kind = %(kind)s,
+                   lease_until = NULL, eta_s = NULL,
+                   progress = CASE WHEN %(state)s = 'succeeded' THEN 100
+                                   WHEN %(state)s = 'queued' THEN NULL ELSE progress END,
+                   written = CASE WHEN %(state)s = 'succeeded' THEN %(written)s ELSE written END,
+                   node_session = CASE WHEN %(state)s = 'queued' THEN NULL ELSE node_session END,
+                   node = CASE WHEN %(state)s = 'queued' THEN NULL ELSE node END,
+                   started_at = CASE WHEN %(state)s = 'queued' THEN NULL ELSE started_at END,
+                   fps = CASE WHEN %(state)s = 'queued' THEN NULL ELSE fps END,
+                   speed = CASE WHEN %(state)s = 'queued' THEN NULL ELSE speed END,
+                   not_before = CASE WHEN %(state)s = 'queued'
+                                     THEN clock_timestamp() + make_interval(secs => %(retry)s)
+                                     ELSE not_before END,
+                   avoid_nodes = CASE WHEN %(avoid)s AND NOT %(node)s = ANY(avoid_nodes)
+                                      THEN avoid_nodes || %(node)s::text ELSE avoid_nodes END
              WHERE {_FENCE}""",
         params,
     )
@@ -286,11 +404,92 @@ async def finish(
         await conn.execute(
             "UPDATE attempts SET input_probe = %s WHERE id = %s", [Jsonb(input_probe), lease.claim]
         )
+    if audit is not None:
+        await _record_audit(conn, lease.claim, audit)
+    outcome_name = "succeeded" if outcome.state == JobState.SUCCEEDED else "failed"
     await _close_attempt(
-        conn, lease, outcome=str(state), exit_code=exit_code, reason=reason, stderr=(blob, size)
+        conn,
+        lease,
+        outcome=outcome_name,
+        exit_code=outcome.exit_code,
+        reason=outcome.reason,
+        stderr=(blob, size),
+        kind=outcome.kind,
+        retry_in=outcome.retry_in if outcome.state == JobState.QUEUED else None,
     )
-    await _event(conn, str(state), lease.job_id, node, {"claim": lease.claim, "reason": reason})
+    detail: dict[str, Any] = {"claim": lease.claim, "reason": outcome.reason}
+    if outcome.kind:
+        detail["kind"] = outcome.kind
+    if outcome.why:
+        detail["policy"] = outcome.why
+    if outcome.state == JobState.QUEUED:
+        detail |= {"retry_in": round(outcome.retry_in, 3), "avoid_node": outcome.avoid_node}
+        kind = "retry-scheduled"
+    else:
+        kind = state
+    if outcome.written:
+        detail["written"] = outcome.written
+    await _event(conn, kind, lease.job_id, node, detail)
     return True
+
+
+async def _record_audit(conn: Conn, claim: int, audit: RunAudit) -> None:
+    await conn.execute(
+        """UPDATE attempts SET
+               input_size = %(input_size)s,
+               input_mtime = CASE WHEN %(input_mtime)s::float8 IS NULL THEN NULL
+                                  ELSE to_timestamp(%(input_mtime)s::float8) END,
+               input_hash = %(input_hash)s, input_full_hash = %(input_full_hash)s,
+               output_path = %(output_path)s, output_size = %(output_size)s,
+               output_hash = %(output_hash)s, output_full_hash = %(output_full_hash)s,
+               output_probe = %(output_probe)s
+         WHERE id = %(claim)s""",
+        audit.__dict__
+        | {
+            "claim": claim,
+            "output_probe": Jsonb(audit.output_probe) if audit.output_probe else None,
+        },
+    )
+
+
+async def record_output_intent(conn: Conn, lease: Lease, audit: RunAudit) -> bool:
+    """Before the final rename: the output's hash on our attempt row, committed on its own.
+
+    If the node dies after the rename but before the result commits, the next run of this
+    job still recognises the file as its own (keep-both replaces it instead of writing
+    "name (2).ext"). False if we no longer own the run.
+    """
+    cur = await conn.execute(
+        """UPDATE attempts a SET output_size = %(size)s, output_hash = %(hash)s,
+                   output_full_hash = %(full)s
+              FROM jobs j
+             WHERE a.id = %(claim)s AND a.finished_at IS NULL
+               AND j.id = %(job_id)s AND j.claim = %(claim)s
+               AND j.node_session = %(session)s AND j.state = 'running'""",
+        _fence_params(lease)
+        | {"size": audit.output_size, "hash": audit.output_hash, "full": audit.output_full_hash},
+    )
+    await conn.commit()
+    return cur.rowcount == 1
+
+
+async def own_output_hashes(conn: Conn, job_id: int) -> set[str]:
+    """Fast hashes of every output this job's runs produced: an existing file with one of
+    them is ffdesk's own for this job and may be replaced."""
+    cur = await conn.execute(
+        "SELECT output_hash FROM attempts WHERE job_id = %s AND output_hash IS NOT NULL",
+        [job_id],
+    )
+    return {r[0] for r in await cur.fetchall()}
+
+
+async def skip_existing(conn: Conn, lease: Lease, *, node: str, path: str) -> bool:
+    """on_conflict = skip and the output exists: the job is done without running FFmpeg."""
+    reason = f"skipped: {path} already exists (on_conflict = skip)"
+    return await finish(
+        conn, lease, Outcome(JobState.SUCCEEDED, reason=reason, written=path), stderr=None,
+        node=node,
+    )
 
 
 async def _close_attempt(
@@ -302,18 +501,27 @@ async def _close_attempt(
     reason: str | None,
     stderr: tuple[bytes | None, int | None],
     counted: bool = True,
+    kind: str | None = None,
+    retry_in: float | None = None,
 ) -> None:
     await conn.execute(
         """UPDATE attempts SET finished_at = clock_timestamp(), outcome = %s, exit_code = %s,
                reason = %s, stderr = coalesce(%s, stderr),
-               stderr_bytes = coalesce(%s, stderr_bytes), counted = %s
+               stderr_bytes = coalesce(%s, stderr_bytes), counted = %s, kind = %s,
+               retry_at = clock_timestamp() + make_interval(secs => %s::float8)
          WHERE id = %s AND finished_at IS NULL""",
-        [outcome, exit_code, reason, stderr[0], stderr[1], counted, lease.claim],
+        [outcome, exit_code, reason, stderr[0], stderr[1], counted, kind, retry_in, lease.claim],
     )
 
 
 async def record_lost_attempt(
-    conn: Conn, lease: Lease, *, reason: str, exit_code: int | None, stderr: str | None
+    conn: Conn,
+    lease: Lease,
+    *,
+    reason: str,
+    exit_code: int | None,
+    stderr: str | bytes | None,
+    node: str | None = None,
 ) -> None:
     """Audit of a run this node lost (canceled, rescued): its own attempt row only.
 
@@ -323,11 +531,14 @@ async def record_lost_attempt(
     await _close_attempt(
         conn, lease, outcome="lost", exit_code=exit_code, reason=reason, stderr=(blob, size)
     )
+    if node is not None:
+        await _event(conn, "fenced-out", lease.job_id, node, {"claim": lease.claim,
+                                                              "reason": reason})
     await conn.commit()
 
 
 async def requeue_interrupted(
-    conn: Conn, lease: Lease, *, reason: str, stderr: str | None, node: str
+    conn: Conn, lease: Lease, *, reason: str, stderr: str | bytes | None, node: str
 ) -> bool:
     """Give a job back without spending its attempt (graceful shutdown, pause)."""
     blob, size = compress_stderr(stderr) if stderr is not None else (None, None)
@@ -570,30 +781,55 @@ async def cancel(conn: Conn, ids: Iterable[int], *, by: str) -> dict[int, str]:
     return found
 
 
-async def retry(conn: Conn, ids: Iterable[int], *, by: str) -> dict[int, str]:
-    """Put failed / dead / canceled jobs back in the queue with a fresh attempt budget.
-    Their attempts stay in the audit trail. Returns {id: previous state}."""
+RETRYABLE_STATES = ("failed", "dead", "canceled")
+
+
+async def retry(
+    conn: Conn,
+    ids: Iterable[int] = (),
+    *,
+    by: str,
+    states: Sequence[str] = (),
+    since_seconds: float | None = None,
+) -> dict[int, str]:
+    """Reprocess: put failed / dead / canceled jobs back in the queue with a fresh attempt
+    budget and no avoided nodes. Their attempts and events stay in the audit trail.
+
+    Selects ``ids`` if given, else every job in ``states`` (default: all three), optionally
+    only those that finished within ``since_seconds``. Returns {id: previous state} of every
+    selected job that exists (jobs in other states are reported but left alone).
+    """
     id_list = list(ids)
+    wanted = [s for s in (states or RETRYABLE_STATES)]
     async with conn.transaction():
         cur = await conn.execute(
-            "SELECT id, state FROM jobs WHERE id = ANY(%s) FOR UPDATE", [id_list]
+            """SELECT id, state FROM jobs
+                WHERE (cardinality(%(ids)s::bigint[]) = 0 OR id = ANY(%(ids)s))
+                  AND (cardinality(%(ids)s::bigint[]) > 0 OR state = ANY(%(states)s))
+                  AND (%(since)s::float8 IS NULL
+                       OR finished_at >= now() - make_interval(secs => %(since)s::float8))
+                ORDER BY id FOR UPDATE""",
+            {"ids": id_list, "states": wanted, "since": since_seconds},
         )
         found = {r[0]: r[1] for r in await cur.fetchall()}
-        todo = [i for i, s in found.items() if s in ("failed", "dead", "canceled")]
+        todo = [i for i, s in found.items() if s in RETRYABLE_STATES and s in wanted]
         if todo:
+            await conn.execute(
+                """INSERT INTO events (job_id, kind, detail)
+                   SELECT id, 'retried',
+                          jsonb_build_object('by', %s::text, 'from', state, 'reason', reason)
+                     FROM jobs WHERE id = ANY(%s)""",
+                [by, todo],
+            )
             await conn.execute(
                 """UPDATE jobs SET state = 'queued', attempt = 0, not_before = now(),
                        node = NULL, node_session = NULL, claim = NULL, lease_until = NULL,
                        claimed_at = NULL, started_at = NULL, finished_at = NULL,
                        progress = NULL, fps = NULL, speed = NULL, eta_s = NULL,
-                       out_time_s = NULL, exit_code = NULL, reason = NULL
+                       out_time_s = NULL, exit_code = NULL, reason = NULL,
+                       failure_kind = NULL, avoid_nodes = '{}', written = NULL
                  WHERE id = ANY(%s)""",
                 [todo],
-            )
-            await conn.execute(
-                """INSERT INTO events (job_id, kind, detail)
-                   SELECT unnest(%s::bigint[]), 'retried', jsonb_build_object('by', %s::text)""",
-                [todo, by],
             )
     return found
 
@@ -634,7 +870,9 @@ async def get_attempts(conn: Conn, job_id: int) -> list[Attempt]:
     await cur.execute(
         """SELECT id, job_id, seq, node, node_session, host, claimed_at, started_at,
                   finished_at, outcome, counted, exit_code, reason, argv, ffmpeg_version,
-                  ffmpeg_sha256, ffmpeg_fingerprint, input_probe, stderr, stderr_bytes
+                  ffmpeg_sha256, ffmpeg_fingerprint, input_probe, stderr, stderr_bytes,
+                  kind, pid, retry_at, input_size, input_mtime, input_hash, input_full_hash,
+                  output_path, output_size, output_hash, output_full_hash, output_probe
              FROM attempts WHERE job_id = %s ORDER BY id""",
         [job_id],
     )

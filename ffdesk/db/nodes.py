@@ -90,6 +90,23 @@ async def set_offline(conn: Conn, identifier: str, session: str) -> None:
     await conn.commit()
 
 
+async def quarantine(conn: Conn, identifier: str, session: str, reason: str) -> bool:
+    """The node takes itself out of work after repeated environment failures; it stays
+    out until someone resumes it (``ffdesk nodes resume``, the app) or it restarts."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            """UPDATE nodes SET state = 'quarantined', state_reason = %s
+                WHERE identifier = %s AND session = %s AND state <> 'offline'""",
+            [reason, identifier, session],
+        )
+        if cur.rowcount == 1:
+            await conn.execute(
+                "INSERT INTO events (node, kind, detail) VALUES (%s, 'node-quarantined', %s)",
+                [identifier, Jsonb({"reason": reason})],
+            )
+    return cur.rowcount == 1
+
+
 # What a person should see: a node that missed two beats is "stale"; one whose leases have
 # expired is "offline" even before a rescuer got round to writing that down.
 _SEEN_STATE = """

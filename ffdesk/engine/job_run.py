@@ -1,7 +1,9 @@
-"""One run of one job on this node: probe, FFmpeg, progress, verify, commit or give back.
+"""One run of one job on this node: checks, FFmpeg, guards, progress, verify, commit.
 
-Whatever happens (bad input, FFmpeg failure, cancel, lost lease, shutdown) the run ends with
-the job in a definite state and no temp file left behind.
+Whatever happens (bad input, FFmpeg failure, stall, memory cap, cancel, lost lease,
+shutdown) the run ends with the job in a definite state and no temp file left behind. A
+failure is classified (ffdesk.ffmpeg.failure) and the class decides what happens next
+(ffdesk.core.policy.decide): retry later, retry on another node, fail, or dead.
 """
 
 from __future__ import annotations
@@ -9,40 +11,57 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psutil
 import psycopg
 
+from ffdesk.core.fingerprint import Fingerprint, fast_hash, fingerprint
 from ffdesk.core.model import Job, JobState, Lease
+from ffdesk.core.policy import Decision, RunPolicy, decide, format_size
 from ffdesk.db import jobs as jobs_sql
 from ffdesk.engine.dbaccess import Pool
-from ffdesk.ffmpeg.failure import classify_failure, explain_failure
+from ffdesk.ffmpeg.failure import Failure, classify_failure
 from ffdesk.ffmpeg.locate import Identity
 from ffdesk.ffmpeg.presets import Preset
-from ffdesk.ffmpeg.probe import ProbeError, ProbeResult, check_input, input_from_log
+from ffdesk.ffmpeg.probe import (
+    ProbeError,
+    ProbeResult,
+    check_input,
+    input_from_log,
+    output_from_log,
+)
 from ffdesk.ffmpeg.progress import Progress
 from ffdesk.ffmpeg.runner import (
     FfmpegProcess,
     RunResult,
     build_argv,
+    changes_duration,
     commit_output,
     discard_earlier_parts,
     discard_output,
+    free_name,
+    probe_and_verify,
     temp_output_path,
     verify_from_log,
-    verify_output,
 )
 
 if TYPE_CHECKING:
     from ffdesk.engine.node import NodeStats
+    from ffdesk.engine.temp_journal import TempJournal
 
 log = logging.getLogger("ffdesk.queue")
 flog = logging.getLogger("ffdesk.ffmpeg")
 
 PROGRESS_INTERVAL = 0.5  # at most two progress writes (and NOTIFYs) per second per job
+MILESTONES = (25, 50, 75)  # progress points recorded in the event log
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass(frozen=True)
@@ -50,6 +69,18 @@ class Tools:
     ffmpeg: Path
     ffprobe: Path | None
     identity: Identity
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """The node's settings that govern runs (a job's preset policy may override some)."""
+
+    verify: str = "auto"
+    stall_timeout: float = 120.0
+    memory_limit: int | None = None
+    retry_base: float = 10.0
+    retry_max: float = 600.0
+    full_hash: bool = False
 
 
 class JobRun:
@@ -62,7 +93,8 @@ class JobRun:
         pool: Pool,
         tools: Tools,
         stats: NodeStats,
-        verify: str = "auto",
+        limits: RunLimits | None = None,
+        journal: TempJournal | None = None,
     ) -> None:
         assert job.claim is not None
         self.job = job
@@ -70,8 +102,14 @@ class JobRun:
         self.pool = pool
         self.tools = tools
         self.stats = stats
+        self.limits = limits or RunLimits()
+        self.journal = journal
+        self.policy = RunPolicy.from_dict(job.policy)
+        self.stall_timeout = self.policy.stall_timeout or self.limits.stall_timeout
+        self.memory_limit = self.policy.memory_limit or self.limits.memory_limit
         self.lease = Lease(job.id, job.claim, session)
         self.temp = self.temp_path(job)
+        self.is_url = bool(_URL.match(job.input))
         self.lost_reason: str | None = None
         self.interrupted: str | None = None
         # Set while we write our own final state: the NOTIFY of that very write must not
@@ -80,13 +118,16 @@ class JobRun:
         self.input_size: int | None = None
         self.input: ProbeResult | None = None  # from FFmpeg's log
         self.needs_problem: str | None = None
-        self.verify = verify
-        self.verify = verify
+        self.guard_failure: Failure | None = None  # stall or memory guard stopped FFmpeg
+        self.final_kind: str | None = None  # "succeeded" or the failure class (quarantine)
+        self.last_reason: str | None = None
         self.process: FfmpegProcess | None = None
         self._latest: Progress | None = None
         self._progress_ready = asyncio.Event()
         self._exited = asyncio.Event()
         self._result: RunResult | None = None
+        self._milestone = 0
+        self._fingerprint: asyncio.Task[Fingerprint | None] | None = None
 
     # ------------------------------------------------------------------ control (loop thread)
 
@@ -123,34 +164,43 @@ class JobRun:
         try:
             await self._run()
         finally:
+            if self._fingerprint is not None and not self._fingerprint.done():
+                self._fingerprint.cancel()
             await asyncio.to_thread(discard_output, self.temp)  # no-op after a commit
+            if self.journal is not None:
+                self.journal.remove(self.temp)
 
     async def _run(self) -> None:
         job = self.job
         log.info("job #%d: starting %s (%s)", job.id, job.input, job.preset)
         # 1. The input: there, a file, not empty, readable. A stat, not a probe: FFmpeg's own
         #    log describes the input (streams, duration) a moment after it starts, which
-        #    saves an ffprobe process (~60 ms) before every job.
-        try:
-            self.input_size = await asyncio.to_thread(check_input, Path(job.input))
-        except ProbeError as exc:
-            await self._fail(exc.reason)
-            return
-        # 2. The output folder.
-        problem = await asyncio.to_thread(_check_output_dir, Path(job.output).parent)
+        #    saves an ffprobe process (~60 ms) before every job. URLs are FFmpeg's to open.
+        if not self.is_url:
+            try:
+                self.input_size = await asyncio.to_thread(check_input, Path(job.input))
+            except ProbeError as exc:
+                await self._fail(Failure(_input_problem_kind(exc.reason), exc.reason))
+                return
+        # 2. The output folder, and an output that is already there.
+        output = Path(job.output)
+        problem = await asyncio.to_thread(_check_output_dir, output.parent)
         if problem:
-            await self._fail(problem)
+            await self._fail(Failure("environment", problem))
+            return
+        if self.policy.on_conflict == "skip" and await asyncio.to_thread(os.path.lexists, output):
+            await self._skip(output)
             return
         if job.attempt > 1:  # an earlier run may have died mid-encode and left its temp file
             stale = await asyncio.to_thread(
-                discard_earlier_parts, Path(job.output), job.id, f"{job.id}-{job.claim}"
+                discard_earlier_parts, output, job.id, f"{job.id}-{job.claim}"
             )
             if stale:
                 log.info("job #%d: removed %d temp file(s) of earlier runs", job.id, len(stale))
         if self._gone():
             await self._end_without_result(None)
             return
-        # 3. FFmpeg.
+        # 3. FFmpeg, and the input's fingerprint meanwhile (it must not delay the start).
         preset = Preset(
             name=job.preset,
             description="",
@@ -166,12 +216,16 @@ class JobRun:
             on_progress=lambda p: loop.call_soon_threadsafe(self._on_progress, p),
             on_exit=lambda r: loop.call_soon_threadsafe(self._on_exit, r),
         )
+        if self.journal is not None:
+            self.journal.add(self.temp)
         try:
             self.process.start()
         except OSError as exc:
-            await self._fail(f"cannot start ffmpeg: {exc.strerror or exc}")
+            await self._fail(Failure("environment", f"cannot start ffmpeg: {exc.strerror or exc}"))
             return
         flog.debug("job #%d: ffmpeg pid %s: %s", job.id, self.process.pid, argv)
+        if not self.is_url:
+            self._fingerprint = asyncio.create_task(self._take_fingerprint())
         if self._gone():  # canceled while we were starting
             self._stop_process()
         started = await self._write(
@@ -184,18 +238,25 @@ class JobRun:
                 ffmpeg_fingerprint=self.tools.identity.fingerprint,
                 duration_s=None,
                 input_probe=None,
+                pid=self.process.pid if self.process else None,
+                node=self.node,
             ),
             "recording the start",
         )
         if not started:
             self.lose("this node no longer owns the job")
-        writer = asyncio.create_task(self._progress_writer())
+        helpers = [
+            asyncio.create_task(self._progress_writer()),
+            asyncio.create_task(self._guard()),
+        ]
         try:
             await self._exited.wait()
         finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            for task in helpers:
+                task.cancel()
+            for task in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         result = self._result
         assert result is not None
         info = self._input_info(result.stderr)
@@ -203,38 +264,88 @@ class JobRun:
         if self._gone():
             await self._end_without_result(result)
             return
+        if self.guard_failure is not None:
+            await self._fail(self.guard_failure, result)
+            return
         if self.needs_problem is not None:
-            await self._fail(self.needs_problem, result)
+            await self._fail(Failure("input", self.needs_problem), result)
             return
         if result.exit_code == 0 and not result.canceled:
-            doubt = (
-                verify_from_log(result, self.temp, expect=info, needs=tuple(job.needs))
-                if self.verify == "auto"
-                else "always probe"
-            )
-            problem = None if doubt is None else await asyncio.to_thread(
-                verify_output,
-                self.temp,
-                expect=info,
-                needs=tuple(job.needs),
-                ffprobe=self.tools.ffprobe,
-                ffmpeg=self.tools.ffmpeg,
-            )
+            problem, described = await self._verify(result, info)
             if problem:
                 # FFmpeg 5.1 exits 0 on a full disk: the stderr may know better than the probe.
                 known = classify_failure(result.exit_code, result.stderr)
-                reason = (
-                    known.reason
+                failure = (
+                    known
                     if known.kind != "unknown"
-                    else (f"output failed verification: {problem}")
+                    else Failure("unknown", f"output failed verification: {problem}")
                 )
-                await self._fail(reason, result)
+                await self._fail(failure, result)
             else:
-                await self._succeed(result)
+                await self._succeed(result, described)
             return
         await self._fail(
-            explain_failure(result.exit_code, result.stderr, canceled=result.canceled), result
+            classify_failure(result.exit_code, result.stderr, canceled=result.canceled), result
         )
+
+    async def _verify(
+        self, result: RunResult, info: ProbeResult | None
+    ) -> tuple[str | None, ProbeResult | None]:
+        """(problem or None, the output as described by FFmpeg's log or ffprobe)."""
+        needs = tuple(self.job.needs)
+        if not self.policy.verify:
+            # The preset opted out (stills, thumbnails): only "there and not empty".
+            try:
+                size = await asyncio.to_thread(lambda: self.temp.stat().st_size)
+            except OSError:
+                return "the output file is missing", None
+            return ("the output file is empty" if size == 0 else None), output_from_log(
+                result.stderr
+            )
+        expect = None if changes_duration(self.job.preset_args) else info
+        tolerance = self.policy.duration_tolerance
+        doubt = (
+            verify_from_log(result, self.temp, expect=expect, needs=needs, tolerance=tolerance)
+            if self.limits.verify == "auto"
+            else "always probe"
+        )
+        if doubt is None:
+            return None, output_from_log(result.stderr)
+        return await asyncio.to_thread(
+            probe_and_verify,
+            self.temp,
+            expect=expect,
+            needs=needs,
+            ffprobe=self.tools.ffprobe,
+            ffmpeg=self.tools.ffmpeg,
+            tolerance=tolerance,
+        )
+
+    async def _take_fingerprint(self) -> Fingerprint | None:
+        try:
+            return await asyncio.to_thread(
+                fingerprint, Path(self.job.input), full=self.limits.full_hash
+            )
+        except OSError as exc:
+            log.warning("job #%d: cannot fingerprint the input: %s", self.job.id, exc)
+            return None
+
+    async def _audit(self, output: Path | None) -> jobs_sql.RunAudit:
+        """The input's fingerprint (taken while FFmpeg ran) and the output's hash."""
+        audit = jobs_sql.RunAudit()
+        if self._fingerprint is not None:
+            fp = await self._fingerprint
+            if fp is not None:
+                audit.input_size, audit.input_mtime = fp.size, fp.mtime
+                audit.input_hash, audit.input_full_hash = fp.fast_hash, fp.full_hash
+        if output is not None:
+            try:
+                out = await asyncio.to_thread(fingerprint, output, full=self.limits.full_hash)
+                audit.output_size, audit.output_hash = out.size, out.fast_hash
+                audit.output_full_hash = out.full_hash
+            except OSError as exc:
+                log.warning("job #%d: cannot hash the output: %s", self.job.id, exc)
+        return audit
 
     def _input_info(self, stderr: str) -> ProbeResult | None:
         """The input as FFmpeg's log describes it (parsed once, as soon as it is there)."""
@@ -277,17 +388,26 @@ class JobRun:
                 return
             duration = info.duration if info else None
             new_duration = duration if info is not None and not known else None
+            percent = p.percent(duration)
+            milestone = None
+            passed = [m for m in MILESTONES if percent is not None and percent >= m]
+            if passed and passed[-1] > self._milestone:
+                milestone = self._milestone = passed[-1]
             try:
                 owned = await self.pool.run(
-                    lambda c, p=p, d=duration, nd=new_duration: jobs_sql.report_progress(
-                        c,
-                        self.lease,
-                        progress=p.percent(d),
-                        fps=p.fps,
-                        speed=p.speed,
-                        eta_s=p.eta_s(d),
-                        out_time_s=p.out_time_s,
-                        duration_s=nd,
+                    lambda c, p=p, d=duration, nd=new_duration, m=milestone: (
+                        jobs_sql.report_progress(
+                            c,
+                            self.lease,
+                            progress=p.percent(d),
+                            fps=p.fps,
+                            speed=p.speed,
+                            eta_s=p.eta_s(d),
+                            out_time_s=p.out_time_s,
+                            duration_s=nd,
+                            milestone=m,
+                            node=self.node,
+                        )
                     )
                 )
             except (psycopg.OperationalError, psycopg.InterfaceError):
@@ -297,6 +417,52 @@ class JobRun:
                 return
             await asyncio.sleep(PROGRESS_INTERVAL)
 
+    # ------------------------------------------------------------------ guards
+
+    async def _guard(self) -> None:
+        """Stop FFmpeg when it stalls (no progress for ``stall_timeout`` seconds: a hung
+        network share, a FIFO that never delivers) or outgrows the memory cap. Either is
+        classed transient: the next attempt may well work."""
+        proc = self.process
+        assert proc is not None
+        stall, limit = self.stall_timeout, self.memory_limit
+        interval = min(0.5, stall / 4)
+        last_mark: object = object()
+        last_change = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            p = proc.last_progress
+            mark = None if p is None else (p.out_time_s, p.total_size, p.frame)
+            if mark != last_mark:
+                last_mark, last_change = mark, now
+            elif now - last_change >= stall:
+                self._guard_stop(
+                    Failure("transient", f"stalled: no progress from FFmpeg for {stall:g} s")
+                )
+                return
+            if limit and proc.pid:
+                rss = _rss(proc.pid)
+                if rss is not None and rss > limit:
+                    self._guard_stop(
+                        Failure(
+                            "transient",
+                            f"out of memory (limit {format_size(limit)}): "
+                            f"FFmpeg used {format_size(rss)}",
+                        )
+                    )
+                    return
+
+    def _guard_stop(self, failure: Failure) -> None:
+        if self._gone() or self.guard_failure is not None:
+            return
+        log.warning("job #%d: %s: stopping ffmpeg", self.job.id, failure.reason)
+        self.guard_failure = failure
+        if self.process is not None:
+            # Kill, not "q": a stalled FFmpeg does not read stdin, and a runaway one should
+            # not get seconds more to grow. Its output is discarded either way.
+            self.process.kill()
+
     # ------------------------------------------------------------------ endings
 
     async def _write(self, fn, what: str, *, final: bool = False):
@@ -304,58 +470,152 @@ class JobRun:
         self.finalizing = self.finalizing or final
         return await self.pool.run_retrying(fn, f"{what} of job #{self.job.id}")
 
-    async def _succeed(self, result: RunResult) -> None:
-        async def commit(conn: psycopg.AsyncConnection) -> bool:
+    async def _succeed(self, result: RunResult, described: ProbeResult | None) -> None:
+        audit = await self._audit(self.temp)
+        audit.output_probe = described.to_dict() if described else None
+        conflict = self.policy.on_conflict
+        wanted = Path(self.job.output)
+
+        async def commit(conn: psycopg.AsyncConnection) -> str | None:
             async with conn.transaction():
                 if not await jobs_sql.lock_for_finish(conn, self.lease):
-                    return False
+                    return None
                 # The row lock is held: nobody can take the job while we rename.
-                await asyncio.to_thread(commit_output, self.temp, Path(self.job.output))
-                return await jobs_sql.finish(
+                target, replace = wanted, True
+                if await asyncio.to_thread(os.path.lexists, wanted) and conflict != "replace":
+                    if conflict == "skip":
+                        await jobs_sql.skip_existing(
+                            conn, self.lease, node=self.node, path=str(wanted)
+                        )
+                        return "skipped"
+                    own = await jobs_sql.own_output_hashes(conn, self.job.id)
+                    if not own or await asyncio.to_thread(_fast_hash_or_none, wanted) not in own:
+                        target, replace = await asyncio.to_thread(free_name, wanted), False
+                audit.output_path = str(target)
+                for _ in range(100):
+                    try:
+                        await asyncio.to_thread(commit_output, self.temp, target, replace=replace)
+                        break
+                    except FileExistsError:  # someone else took that name just now
+                        target = await asyncio.to_thread(free_name, target)
+                        audit.output_path = str(target)
+                reason = None if target == wanted else f"{wanted.name} existed: kept both"
+                ok = await jobs_sql.finish(
                     conn,
                     self.lease,
+                    jobs_sql.Outcome(
+                        JobState.SUCCEEDED,
+                        exit_code=result.exit_code,
+                        reason=reason,
+                        written=str(target),
+                    ),
                     input_probe=self.input.to_dict() if self.input else None,
                     duration_s=self.input.duration if self.input else None,
-                    state=JobState.SUCCEEDED,
-                    exit_code=result.exit_code,
-                    reason=None,
-                    stderr=result.stderr,
+                    stderr=result.stderr_raw,
                     node=self.node,
+                    audit=audit,
+                )
+                return str(target) if ok else None
+
+        if not await self._record_output_intent(audit):
+            await self._end_without_result(result)
+            return
+        written = await self._write(commit, "recording the result", final=True)
+        if written is None:
+            await self._end_without_result(result)
+            return
+        self.final_kind = "succeeded"
+        self.stats.succeeded += 1
+        self.stats.finished_ids.append(self.job.id)
+        if written == "skipped":
+            log.info("job #%d: %s exists: skipped (on_conflict = skip)", self.job.id, wanted)
+        else:
+            log.info("job #%d: succeeded -> %s", self.job.id, written)
+
+    async def _record_output_intent(self, audit: jobs_sql.RunAudit) -> bool:
+        """Store the output's hash on our attempt before renaming (see own_output_hashes)."""
+        return await self._write(
+            lambda c: jobs_sql.record_output_intent(c, self.lease, audit), "recording the output"
+        )
+
+    async def _skip(self, output: Path) -> None:
+        async def skip(conn: psycopg.AsyncConnection) -> bool:
+            async with conn.transaction():
+                return await jobs_sql.skip_existing(
+                    conn, self.lease, node=self.node, path=str(output)
                 )
 
-        if await self._write(commit, "recording the result", final=True):
+        if await self._write(skip, "recording the skip", final=True):
+            self.final_kind = "succeeded"
             self.stats.succeeded += 1
             self.stats.finished_ids.append(self.job.id)
-            log.info("job #%d: succeeded -> %s", self.job.id, self.job.output)
+            log.info("job #%d: %s exists: skipped (on_conflict = skip)", self.job.id, output)
         else:
-            await self._end_without_result(result)
+            await self._end_without_result(None)
 
-    async def _fail(self, reason: str, result: RunResult | None = None) -> None:
-        async def fail(conn: psycopg.AsyncConnection) -> bool:
+    async def _fail(self, failure: Failure, result: RunResult | None = None) -> None:
+        audit = await self._audit(None)
+        settings = self.limits
+
+        async def fail(conn: psycopg.AsyncConnection) -> Decision | None:
             async with conn.transaction():
-                return await jobs_sql.finish(
+                other = failure.kind == "environment" and await jobs_sql.other_nodes_available(
+                    conn, self.job.id, self.node
+                )
+                decision = decide(
+                    failure.kind,
+                    attempt=self.job.attempt,
+                    max_attempts=self.job.max_attempts,
+                    other_nodes=other,
+                    base=settings.retry_base,
+                    cap=settings.retry_max,
+                )
+                ok = await jobs_sql.finish(
                     conn,
                     self.lease,
+                    jobs_sql.Outcome(
+                        JobState(decision.state),
+                        exit_code=result.exit_code if result else None,
+                        reason=failure.reason,
+                        kind=failure.kind,
+                        retry_in=decision.retry_in,
+                        avoid_node=decision.avoid_node,
+                        why=decision.why,
+                    ),
                     input_probe=self.input.to_dict() if self.input else None,
                     duration_s=self.input.duration if self.input else None,
-                    state=JobState.FAILED,
-                    exit_code=result.exit_code if result else None,
-                    reason=reason,
-                    stderr=result.stderr if result else None,
+                    stderr=result.stderr_raw if result else None,
                     node=self.node,
+                    audit=audit,
                 )
+                return decision if ok else None
 
-        if await self._write(fail, "recording the failure", final=True):
-            self.stats.failed += 1
-            self.stats.finished_ids.append(self.job.id)
-            log.warning("job #%d: failed: %s", self.job.id, reason)
-        else:
+        decision = await self._write(fail, "recording the failure", final=True)
+        if decision is None:
             await self._end_without_result(result)
+            return
+        self.final_kind = failure.kind
+        self.last_reason = failure.reason
+        self.stats.finished_ids.append(self.job.id)
+        if decision.state == "queued":
+            self.stats.retried += 1
+            log.warning(
+                "job #%d: %s failure: %s; %s",
+                self.job.id,
+                failure.kind,
+                failure.reason,
+                decision.why,
+            )
+        else:
+            self.stats.failed += 1
+            log.warning(
+                "job #%d: %s (%s): %s", self.job.id, decision.state, failure.kind, failure.reason
+            )
 
     async def _end_without_result(self, result: RunResult | None) -> None:
         """Lost or interrupted: discard our output; record only what is ours to record."""
         await asyncio.to_thread(discard_output, self.temp)
-        stderr = result.stderr if result else None
+        stderr = result.stderr_raw if result else None
         if self.interrupted is not None and self.lost_reason is None:
             reason = self.interrupted
             given_back = await self._write(
@@ -379,9 +639,30 @@ class JobRun:
                     reason=reason,
                     exit_code=result.exit_code if result else None,
                     stderr=stderr,
+                    node=self.node,
                 )
             )
         log.info("job #%d: stopped, not ours any more (%s)", self.job.id, reason)
+
+
+def _rss(pid: int) -> int | None:
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except psutil.Error:
+        return None
+
+
+def _fast_hash_or_none(path: Path) -> str | None:
+    try:
+        return fast_hash(path)[2]
+    except OSError:
+        return None
+
+
+def _input_problem_kind(reason: str) -> str:
+    """A missing, empty or folder input is the job's problem; an unreadable one may be this
+    node's (a share mounted differently, permissions for this node's user)."""
+    return "environment" if "cannot be read" in reason or "not readable" in reason else "input"
 
 
 def _has(info: ProbeResult, kind: str) -> bool:

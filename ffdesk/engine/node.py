@@ -44,7 +44,8 @@ from ffdesk.db import jobs as jobs_sql
 from ffdesk.db import migrate, nodes, samples
 from ffdesk.db.connect import connect_async
 from ffdesk.engine.dbaccess import Pool, backoff
-from ffdesk.engine.job_run import JobRun, Tools
+from ffdesk.engine.job_run import JobRun, RunLimits, Tools
+from ffdesk.engine.temp_journal import TempJournal
 from ffdesk.ffmpeg.locate import find_ffmpeg, find_ffprobe, identify
 
 log = logging.getLogger("ffdesk.node")
@@ -64,6 +65,7 @@ class NodeStats:
     failed: int = 0
     lost: int = 0
     requeued: int = 0
+    retried: int = 0  # failures put back in the queue by the retry policy
     listener_reconnects: int = 0
     finished_ids: list[int] = field(default_factory=list)
 
@@ -81,6 +83,7 @@ class Node:
         *,
         exit_when_idle: bool = False,
         cache_dir: Path | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         self.db_url = db_url
@@ -95,6 +98,19 @@ class Node:
         self.pool: Pool | None = None
         self.tools: Tools | None = None
         self.encoders: tuple[str, ...] = ()
+        self.limits = RunLimits(
+            verify=settings.verify,
+            stall_timeout=settings.stall_timeout,
+            memory_limit=settings.memory_limit_bytes,
+            retry_base=settings.retry_base,
+            retry_max=settings.retry_max,
+            full_hash=settings.full_hash,
+        )
+        # Where this node lists the temp files it is writing (removed at the next start if
+        # a crash left them behind). None: no journal (embedded in tests).
+        self.journal = TempJournal(data_dir, self.identifier) if data_dir is not None else None
+        self.env_failures_in_row = 0  # environment failures since the last success here
+        self._quarantine_pending = False  # decided here, not yet written to the database
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._stop_now = False
@@ -103,6 +119,7 @@ class Node:
         # job id -> when first seen owned-but-not-running (see _give_back_orphans)
         self._orphan_suspects: dict[int, float] = {}
         self._claims_in_flight = 0
+        self._due: float | None = None  # seconds until a backed-off retry becomes due
         # Since when the heartbeat has worked without a break: after an outage every node
         # first renews its own leases before anyone may rescue jobs whose leases ran out.
         self._db_ok_since: float | None = None
@@ -124,9 +141,14 @@ class Node:
 
     def _apply_state(self, state: str | None) -> None:
         """A state recorded in the database (by us or by a remote ``ffdesk nodes ...``)."""
-        if state is None or state == self.state or state not in ("online", "paused", "draining"):
+        known = ("online", "paused", "draining", "quarantined")
+        if state is None or state == self.state or state not in known:
             return
+        if self._quarantine_pending and state == "online":
+            return  # our own quarantine write has not landed yet
         clog.info("node %s: %s -> %s", self.identifier, self.state, state)
+        if state == "online":
+            self.env_failures_in_row = 0  # resumed by a person: a fresh start
         self.state = state
         if state == "paused":
             for run in list(self.running.values()):
@@ -150,6 +172,14 @@ class Node:
             await self.pool.run(migrate.migrate)
             await self._register()
             await self._recover_own()
+            if self.journal is not None:
+                swept = await asyncio.to_thread(self.journal.sweep)
+                if swept:
+                    log.info(
+                        "removed %d temp file(s) a previous run of this node left behind: %s",
+                        len(swept),
+                        ", ".join(map(str, swept)),
+                    )
             self._db_ok_since = time.monotonic()
             self._spawn(self._listen_loop(), "listener")
             self._spawn(self._heartbeat_loop(), "heartbeat")
@@ -286,6 +316,7 @@ class Node:
         while not self._stopping.is_set():
             free = self.settings.slots - len(self.running)
             claimed = []
+            self._due = None
             if free > 0 and self.state == "online":
                 self._wake.clear()  # before the query: a NOTIFY during it wakes us again
                 # Until the claimed jobs have their tasks, they look like orphans to a lease
@@ -316,7 +347,10 @@ class Node:
             if idle and await self._queue_is_empty():
                 log.info("queue is empty and nothing runs: exiting (--exit-when-idle)")
                 return
-            await self._sleep_or_wake(self.settings.poll_interval)
+            wait = self.settings.poll_interval
+            if self._due is not None:
+                wait = min(wait, max(self._due, 0.01))
+            await self._sleep_or_wake(wait)
 
     def _claim(self, free: int):
         async def claim(conn):
@@ -334,6 +368,8 @@ class Node:
                     ", ".join(f"#{j.id}" for j in jobs),
                     self.settings.lease_seconds,
                 )
+            if len(jobs) < free:
+                self._due = await jobs_sql.next_due(conn, node=self.identifier)
             return jobs
 
         return claim
@@ -360,7 +396,8 @@ class Node:
             pool=self.pool,
             tools=self.tools,
             stats=self.stats,
-            verify=self.settings.verify,
+            limits=self.limits,
+            journal=self.journal,
         )
         self.running[job.id] = run
         task = asyncio.create_task(run.run(), name=f"job-{job.id}")
@@ -373,9 +410,37 @@ class Node:
                 log.error(
                     "job #%d: unexpected error: %s", job_id, t.exception(), exc_info=t.exception()
                 )
+            self._count_outcome(run)
             self._wake.set()  # a slot is free
 
         task.add_done_callback(done)
+
+    def _count_outcome(self, run: JobRun) -> None:
+        """K environment failures in a row (nothing succeeded in between) mean this node is
+        broken for this work (no disk, a dead GPU, a missing codec): quarantine it so it
+        stops eating the queue's attempts. Input and config failures say nothing about it."""
+        if run.final_kind == "succeeded":
+            self.env_failures_in_row = 0
+        elif run.final_kind == "environment":
+            self.env_failures_in_row += 1
+            limit = self.settings.quarantine_after
+            if self.env_failures_in_row >= limit and self.state not in ("quarantined", "paused"):
+                reason = (
+                    f"{self.env_failures_in_row} environment failures in a row; last: job "
+                    f"#{run.job.id}: {run.last_reason}"
+                )
+                self.state = "quarantined"  # claim nothing more from now on
+                self._quarantine_pending = True
+                self._spawn(self._quarantine(reason), "quarantine")
+
+    async def _quarantine(self, reason: str) -> None:
+        assert self.pool is not None
+        clog.warning("node %s quarantined: %s", self.identifier, reason)
+        await self.pool.run_retrying(
+            lambda c: nodes.quarantine(c, self.identifier, self.session, reason),
+            f"quarantining node {self.identifier}",
+        )
+        self._quarantine_pending = False
 
     async def _drain(self) -> None:
         """After stop: let running jobs finish within the grace period, then give them back."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import socket
 import tempfile
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
 
 from ffdesk.core.errors import FfdeskError
 from ffdesk.core.media import expand
@@ -25,7 +27,8 @@ class SubmitRequest:
     paths: list[Path]
     output_dir: Path | None = None
     priority: int = 0
-    max_attempts: int = 3
+    max_attempts: int | None = None  # None: the preset's, else 3
+    urls: list[str] = field(default_factory=list)  # streamed inputs (http, rtmp, srt, ...)
 
 
 def submitter() -> str:
@@ -36,19 +39,37 @@ def submitter() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(text: str) -> bool:
+    """``http://...``, ``rtmp://...``: an input FFmpeg opens itself (no local file)."""
+    return bool(URL.match(text))
+
+
 def plan_jobs(request: SubmitRequest) -> list[NewJob]:
     """Validate everything before queuing anything: one bad path queues nothing."""
+    if request.urls and request.output_dir is None:
+        raise SubmitError("a URL input needs an output folder (--output-dir)")
     missing = [p for p in request.paths if not p.exists()]
     if missing:
         shown = ", ".join(str(p) for p in missing[:3])
         more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
         raise SubmitError(f"no such file or folder: {shown}{more}")
-    files = [p.absolute() for p in expand(request.paths)]
-    if not files:
+    files = [p.absolute() for p in expand(request.paths)] if request.paths else []
+    if not files and not request.urls:
         raise SubmitError("no media files found in the given folder(s)")
     if request.output_dir is not None:
         check_output_dir(request.output_dir)
+    preset = request.preset
+    max_attempts = request.max_attempts or preset.policy.max_attempts or 3
+    policy = preset.policy.to_dict()
     jobs = []
+    for url in request.urls:
+        assert request.output_dir is not None
+        name = PurePosixPath(unquote(urlsplit(url).path)).name or "stream"
+        output = request.output_dir.absolute() / preset.output_name(Path(name))
+        jobs.append(_new_job(request, url, output, max_attempts, policy))
     for src in files:
         if not src.is_file():
             raise SubmitError(f"not a regular file: {src}")
@@ -59,22 +80,27 @@ def plan_jobs(request: SubmitRequest) -> list[NewJob]:
                 f"preset '{request.preset.name}' would overwrite its input {src}; "
                 "choose an --output-dir"
             )
-        jobs.append(
-            NewJob(
-                input=str(src),
-                output=str(output),
-                preset=request.preset.name,
-                preset_args=list(request.preset.args),
-                needs=list(request.preset.needs),
-                priority=request.priority,
-                max_attempts=request.max_attempts,
-            )
-        )
+        jobs.append(_new_job(request, str(src), output, max_attempts, policy))
     outputs = [j.output for j in jobs]
     if len(set(outputs)) != len(outputs):
         dup = next(o for o in outputs if outputs.count(o) > 1)
         raise SubmitError(f"two inputs would write the same output {dup}")
     return jobs
+
+
+def _new_job(
+    request: SubmitRequest, source: str, output: Path, max_attempts: int, policy: dict
+) -> NewJob:
+    return NewJob(
+        input=source,
+        output=str(output),
+        preset=request.preset.name,
+        preset_args=list(request.preset.args),
+        needs=list(request.preset.needs),
+        priority=request.priority,
+        max_attempts=max_attempts,
+        policy=policy,
+    )
 
 
 def check_output_dir(folder: Path) -> None:

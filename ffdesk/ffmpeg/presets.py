@@ -8,10 +8,11 @@ import string
 import time
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ffdesk.core.errors import FfdeskError
+from ffdesk.core.policy import POLICY_KEYS, PolicyError, RunPolicy
 from ffdesk.ffmpeg.resources import resource_path
 
 PLACEHOLDERS = frozenset(
@@ -23,7 +24,7 @@ STREAM_KINDS = frozenset({"video", "audio"})
 # The runner owns these: -n would make FFmpeg >= 7 exit 0 without writing anything,
 # -nostdin breaks the "q" graceful stop, and a second -progress steals the progress pipe.
 FORBIDDEN_ARGS = frozenset({"-n", "-nostdin", "-progress"})
-_KEYS = frozenset({"description", "args", "output", "needs"})
+_KEYS = frozenset({"description", "args", "output", "needs"}) | POLICY_KEYS
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CODEC_OPT_RE = re.compile(r"^-(?:c|codec|vcodec|acodec|scodec)(?::\w+(?::\d+)?)?$")
 
@@ -40,6 +41,7 @@ class Preset:
     output: str
     needs: tuple[str, ...] = ()
     builtin: bool = False
+    policy: RunPolicy = field(default_factory=RunPolicy)
 
     @property
     def encoders(self) -> tuple[str, ...]:
@@ -145,20 +147,26 @@ def _build(name: str, table: object, source: str, builtin: bool) -> Preset:
     for arg in args:
         if arg in FORBIDDEN_ARGS:
             raise PresetError(f"{where}: {arg} is not allowed (ffdesk's runner controls it)")
-        for field in _check_template(where, arg, PLACEHOLDERS):
-            if field in counts:
+        for name_ in _check_template(where, arg, PLACEHOLDERS):
+            if name_ in counts:
                 # Inside a filter string a path would need FFmpeg escaping; whole arguments
                 # need none.
-                if arg != "{" + field + "}":
-                    raise PresetError(f"{where}: {{{field}}} must be a whole argument, not {arg!r}")
-                counts[field] += 1
-    for field, count in counts.items():
+                if arg != "{" + name_ + "}":
+                    raise PresetError(f"{where}: {{{name_}}} must be a whole argument, not {arg!r}")
+                counts[name_] += 1
+    for name_, count in counts.items():
         if count != 1:
-            raise PresetError(f"{where}: {{{field}}} must appear exactly once in 'args' ({count})")
+            raise PresetError(f"{where}: {{{name_}}} must appear exactly once in 'args' ({count})")
     _check_template(f"{where} 'output'", output, OUTPUT_NAME_PLACEHOLDERS)
     if "/" in output or "\\" in output:
         raise PresetError(f"{where}: 'output' must be a file name, without folders")
-    return Preset(name, description, tuple(args), output, tuple(dict.fromkeys(needs)), builtin)
+    try:
+        policy = RunPolicy.from_table({k: v for k, v in table.items() if k in POLICY_KEYS}, where)
+    except PolicyError as exc:
+        raise PresetError(str(exc)) from None
+    return Preset(
+        name, description, tuple(args), output, tuple(dict.fromkeys(needs)), builtin, policy
+    )
 
 
 def load_preset_file(path: Path, *, builtin: bool = False) -> dict[str, Preset]:

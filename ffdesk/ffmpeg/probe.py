@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -120,7 +121,8 @@ def check_input(path: Path) -> int:
         raise ProbeError(f"input file cannot be read: {exc.strerror}") from None
     if path.is_dir():
         raise ProbeError(f"input is a folder, not a file: {path}")
-    if st.st_size == 0:
+    # A FIFO or device reports size 0 and is still a valid (streamed) input.
+    if st.st_size == 0 and stat.S_ISREG(st.st_mode):
         raise ProbeError("input file is empty (0 bytes)")
     if not os.access(path, os.R_OK):
         raise ProbeError("input file is not readable: Permission denied")

@@ -65,6 +65,7 @@ class RunResult:
     started_at: float  # time.time()
     ended_at: float
     last_progress: Progress | None = None
+    stderr_raw: bytes = b""  # exactly what FFmpeg wrote (the audit trail stores this)
 
 
 class FfmpegProcess:
@@ -266,9 +267,11 @@ class FfmpegProcess:
         self._finish(exit_code, pid=proc.pid)
 
     def _finish(self, exit_code: int | None, *, pid: int) -> None:
+        raw = b"".join(self._stderr)
         result = RunResult(
             exit_code=exit_code,
-            stderr=b"".join(self._stderr).decode("utf-8", errors="replace"),
+            stderr=raw.decode("utf-8", errors="replace"),
+            stderr_raw=raw,
             canceled=self._canceled,
             signal=-exit_code if exit_code is not None and exit_code < 0 else None,
             pid=pid,
@@ -326,13 +329,22 @@ def _fsync_path(path: Path, flags: int) -> None:
         os.close(fd)
 
 
-def commit_output(temp: Path, final: Path) -> None:
-    """Atomically put the finished ``temp`` in place of ``final`` (durable on POSIX)."""
+def commit_output(temp: Path, final: Path, *, replace: bool = True) -> None:
+    """Atomically put the finished ``temp`` in place of ``final`` (durable on POSIX).
+
+    ``replace=False`` never overwrites: if ``final`` exists (even if it appeared a moment
+    ago) it raises FileExistsError and ``temp`` stays where it is.
+    """
     try:
         # Data first, then the rename: otherwise a crash can leave a complete-looking name
         # pointing at missing blocks. O_RDWR because Windows refuses to flush read handles.
         _fsync_path(temp, os.O_RDWR | getattr(os, "O_BINARY", 0))
-        _retry_permission(lambda: os.replace(temp, final))
+        if replace:
+            _retry_permission(lambda: os.replace(temp, final))
+        else:
+            _move_no_clobber(temp, final)
+    except FileExistsError:
+        raise
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise OutputError(f"cannot move output into place ({final}): {reason}") from exc
@@ -341,6 +353,50 @@ def commit_output(temp: Path, final: Path) -> None:
         # directory; the rename stands anyway.
         with contextlib.suppress(OSError):
             _fsync_path(final.parent, os.O_RDONLY)
+
+
+def _move_no_clobber(temp: Path, final: Path) -> None:
+    if _WINDOWS:
+        os.rename(temp, final)  # refuses an existing target
+        return
+    try:
+        # link() fails atomically on an existing name, unlike rename(), which replaces.
+        os.link(temp, final)
+    except FileExistsError:
+        raise
+    except OSError:
+        # Filesystems without hard links (FAT, some SMB mounts): check, then rename. A file
+        # created in the gap between the two would be replaced; nothing better exists there.
+        if os.path.lexists(final):
+            raise FileExistsError(final) from None
+        os.rename(temp, final)
+        return
+    os.unlink(temp)
+
+
+def free_name(final: Path, taken: Callable[[Path], bool] | None = None) -> Path:
+    """``final`` itself if free, else ``stem (2).ext``, ``stem (3).ext``, ... (keep-both)."""
+    exists = taken or (lambda p: os.path.lexists(p))
+    if not exists(final):
+        return final
+    n = 2
+    while True:
+        candidate = final.with_name(f"{final.stem} ({n}){final.suffix}")
+        if not exists(candidate):
+            return candidate
+        n += 1
+
+
+# Options after which the output is meant to be shorter (or longer) than the input.
+_DURATION_OPTIONS = re.compile(
+    r"^-(?:t|to|ss|sseof|fs|shortest|frames(?::\w+)?|[vad]frames|stream_loop|itsscale)$"
+)
+
+
+def changes_duration(args: list[str] | tuple[str, ...]) -> bool:
+    """True when the arguments cut, loop or stretch: the output's duration is not the
+    input's, so verification checks streams only."""
+    return any(_DURATION_OPTIONS.match(arg) for arg in args)
 
 
 def discard_earlier_parts(final: Path, job_id: int, keep_token: str) -> list[Path]:
@@ -395,8 +451,18 @@ def sweep_stale_parts(directory: Path, keep: set[str]) -> list[Path]:
 _ERROR_LINE = re.compile(r"^(?:\[[^\]]+\] )?\[(?:error|fatal|panic)\] ", re.MULTILINE)
 
 
+def duration_tolerance(duration: float, tolerance: float | None) -> float:
+    """Allowed |output - input| duration: the preset's, else max(0.5 s, 2 %)."""
+    return tolerance if tolerance is not None else max(0.5, 0.02 * duration)
+
+
 def verify_from_log(
-    result: RunResult, path: Path, *, expect: ProbeResult | None, needs: tuple[str, ...]
+    result: RunResult,
+    path: Path,
+    *,
+    expect: ProbeResult | None,
+    needs: tuple[str, ...],
+    tolerance: float | None = None,
 ) -> str | None:
     """Check an output from FFmpeg's own account of the run, without another process.
 
@@ -424,7 +490,7 @@ def verify_from_log(
     if last is None or not last.done or last.out_time_s is None:
         return "no final progress report"
     wanted = expect.duration if expect is not None else None
-    if wanted and abs(last.out_time_s - wanted) > max(0.5, 0.02 * wanted):
+    if wanted and abs(last.out_time_s - wanted) > duration_tolerance(wanted, tolerance):
         return f"ffmpeg wrote {last.out_time_s:.2f} s but the input lasts {wanted:.2f} s"
     return None
 
@@ -436,20 +502,35 @@ def verify_output(
     needs: tuple[str, ...],
     ffprobe: Path | None,
     ffmpeg: Path,
+    tolerance: float | None = None,
 ) -> str | None:
     """None if ``path`` is a readable media file with the needed streams and the input's
-    duration (within max(0.5 s, 2 %)); otherwise the reason. Rc 0 alone proves nothing
+    duration (within the tolerance); otherwise the reason. Rc 0 alone proves nothing
     (5.1 exits 0 on a full disk). Pass ``expect=None`` when the preset cuts (-t, -ss)."""
+    return probe_and_verify(
+        path, expect=expect, needs=needs, ffprobe=ffprobe, ffmpeg=ffmpeg, tolerance=tolerance
+    )[0]
+
+
+def probe_and_verify(
+    path: Path,
+    *,
+    expect: ProbeResult | None,
+    needs: tuple[str, ...],
+    ffprobe: Path | None,
+    ffmpeg: Path,
+    tolerance: float | None = None,
+) -> tuple[str | None, ProbeResult | None]:
+    """:func:`verify_output` that also returns the probe (for the audit trail)."""
     try:
         result = probe_as(path, ffprobe=ffprobe, ffmpeg=ffmpeg, role="output")
     except ProbeError as exc:
-        return exc.reason
+        return exc.reason, None
     if "video" in needs and not result.has_video:
-        return "output has no video stream"
+        return "output has no video stream", result
     if "audio" in needs and not result.has_audio:
-        return "output has no audio stream"
-    if expect is not None and expect.duration and result.duration is not None:
-        tolerance = max(0.5, 0.02 * expect.duration)
-        if abs(result.duration - expect.duration) > tolerance:
-            return f"output lasts {result.duration:.2f} s but the input {expect.duration:.2f} s"
-    return None
+        return "output has no audio stream", result
+    wanted, got = (expect.duration if expect else None), result.duration
+    if wanted and got is not None and abs(got - wanted) > duration_tolerance(wanted, tolerance):
+        return f"output lasts {got:.2f} s but the input {wanted:.2f} s", result
+    return None, result

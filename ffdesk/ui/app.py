@@ -190,7 +190,12 @@ class DesktopApp(QObject):
         self.connection_changed.emit("connected", mask_url(self.db.url))
         self.bus = EventBus(self.db.url, on_event=self.relay.offer, start_after=snapshot.watermark)
         self._bus_future = self.engine.submit(self.bus.run())
-        self.node = Node(self.settings, self.db.url, cache_dir=self.places.cache_dir)
+        self.node = Node(
+            self.settings,
+            self.db.url,
+            cache_dir=self.places.cache_dir,
+            data_dir=self.places.data_dir,
+        )
         self._node_future = self.engine.submit(self.node.run())
         self._node_future.add_done_callback(self._node_ended)
         await self.call(self.node.ready.wait())

@@ -153,9 +153,7 @@ def test_every_job_and_every_transition_is_delivered(any_db_url: str):
                     ok = await jobs.finish(
                         conn,
                         Lease(job.id, job.claim or 0, SESSION),
-                        state=JobState.SUCCEEDED if n % 2 else JobState.FAILED,
-                        exit_code=0 if n % 2 else 1,
-                        reason=None,
+                        jobs.Outcome(JobState.SUCCEEDED if n % 2 else JobState.FAILED, exit_code=0 if n % 2 else 1, reason=None),
                         stderr="",
                         node="n1",
                     )
@@ -356,9 +354,7 @@ def test_progress_is_throttled_and_the_last_figures_arrive(db_url: str):
             await jobs.finish(
                 conn,
                 finished,
-                state=JobState.SUCCEEDED,
-                exit_code=0,
-                reason=None,
+                jobs.Outcome(JobState.SUCCEEDED, exit_code=0, reason=None),
                 stderr="",
                 node="n1",
             )

@@ -225,7 +225,7 @@ def test_bad_inputs_fail_with_reasons_and_never_stick(cli: Cli, clips: Clips, no
     assert nodes[0].proc.poll() is None  # the node survived every one of them
 
 
-def test_unwritable_output_folder_at_run_time_fails_the_job(
+def test_unwritable_output_folder_at_run_time_ends_the_job_dead(
     cli: Cli, clips: Clips, nodes, tmp_path
 ):
     from tests.conftest import make_unwritable
@@ -235,24 +235,46 @@ def test_unwritable_output_folder_at_run_time_fails_the_job(
     (job_id,) = cli.submit(clips.good, extra=("--output-dir", str(out)))
     undo = make_unwritable(out)  # became read-only after submit
     try:
-        nodes.append(cli.start_node("writer", slots=1))
+        nodes.append(cli.start_node("writer", "--retry-base", "0.05", slots=1))
         wait_for(lambda: all_done(cli.database, 1), 30)
-        (reason,) = query(cli.database, "SELECT reason FROM jobs WHERE id = %s", [job_id])[0]
+        state, kind, reason = query(
+            cli.database, "SELECT state, failure_kind, reason FROM jobs WHERE id = %s", [job_id]
+        )[0]
+        # This node cannot write there and no other node could try: retried, then dead.
+        assert (state, kind) == ("dead", "environment")
         assert "not writable" in reason
     finally:
         undo()
     assert list(out.iterdir()) == []
 
 
-def test_hardware_preset_without_gpu_fails_with_a_reason(cli: Cli, clips: Clips, nodes, tmp_path):
+def test_hardware_preset_without_gpu_goes_dead_and_quarantines_the_node(
+    cli: Cli, clips: Clips, nodes, tmp_path
+):
+    """NVENC cannot run here: an environment failure. With no other node to try, the job is
+    retried here after a backoff until its attempts are spent (dead, every attempt kept),
+    and three environment failures in a row quarantine the node with a visible reason."""
     (job_id,) = cli.submit(
         clips.good, preset="h264-nvenc", extra=("--output-dir", str(tmp_path / "o"))
     )
-    nodes.append(cli.start_node("cpu-only", slots=1))
-    wait_for(lambda: all_done(cli.database, 1), 30)
-    state, reason, rc = query(
-        cli.database, "SELECT state, reason, exit_code FROM jobs WHERE id = %s", [job_id]
+    nodes.append(cli.start_node("cpu-only", "--retry-base", "0.05", slots=1))
+    wait_for(lambda: all_done(cli.database, 1), 60)
+    state, reason, rc, kind = query(
+        cli.database,
+        "SELECT state, reason, exit_code, failure_kind FROM jobs WHERE id = %s",
+        [job_id],
     )[0]
-    assert state == "failed" and rc != 0
+    assert (state, kind) == ("dead", "environment") and rc != 0
     assert "h264_nvenc" in reason
+    kinds = query(cli.database, "SELECT kind FROM attempts WHERE job_id = %s ORDER BY id",
+                  [job_id])
+    assert kinds == [("environment",)] * 3
     assert os.listdir(tmp_path / "o") == []
+    wait_for(
+        lambda: query(cli.database, "SELECT state FROM nodes WHERE identifier = 'cpu-only'")
+        == [("quarantined",)],
+        15,
+    )
+    (why,) = query(cli.database, "SELECT state_reason FROM nodes WHERE identifier = 'cpu-only'")[0]
+    assert why.startswith("3 environment failures in a row") and "h264_nvenc" in why
+    assert nodes[0].proc.poll() is None  # quarantined, not crashed

@@ -105,14 +105,14 @@ def test_fencing_rejects_every_write_of_a_lost_claim(any_db_url: str):
         async with conn.transaction():
             results["lock"] = await jobs.lock_for_finish(conn, old)
             results["finish"] = await jobs.finish(
-                conn, old, state=JobState.SUCCEEDED, exit_code=0, reason=None, stderr="x", node="a"
+                conn, old, jobs.Outcome(JobState.SUCCEEDED, exit_code=0, reason=None), stderr="x", node="a"
             )
         results["requeue"] = await jobs.requeue_interrupted(
             conn, old, reason="r", stderr=None, node="a"
         )
         async with conn.transaction():
             results["new owner"] = await jobs.finish(
-                conn, new, state=JobState.SUCCEEDED, exit_code=0, reason=None, stderr="ok", node="b"
+                conn, new, jobs.Outcome(JobState.SUCCEEDED, exit_code=0, reason=None), stderr="ok", node="b"
             )
         return None, results
 
@@ -152,9 +152,7 @@ def test_rescuer_never_resurrects_a_job_that_finished_first(any_db_url: str):
             assert await jobs.finish(
                 owner,
                 lease,
-                state=JobState.SUCCEEDED,
-                exit_code=0,
-                reason=None,
+                jobs.Outcome(JobState.SUCCEEDED, exit_code=0, reason=None),
                 stderr="",
                 node="a",
             )
@@ -218,9 +216,7 @@ def test_retry_keeps_history_and_gives_a_fresh_budget(any_db_url: str):
             await jobs.finish(
                 conn,
                 Lease(job_id, job.claim, s),
-                state=JobState.FAILED,
-                exit_code=183,
-                reason="input is truncated",
+                jobs.Outcome(JobState.FAILED, exit_code=183, reason="input is truncated"),
                 stderr="e" * 10,
                 node="a",
             )
@@ -249,9 +245,7 @@ def test_stderr_round_trips_byte_exact(any_db_url: str):
             await jobs.finish(
                 conn,
                 Lease(job_id, job.claim, s),
-                state=JobState.SUCCEEDED,
-                exit_code=0,
-                reason=None,
+                jobs.Outcome(JobState.SUCCEEDED, exit_code=0, reason=None),
                 stderr=weird,
                 node="a",
             )

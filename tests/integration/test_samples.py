@@ -133,9 +133,7 @@ def test_node_and_cluster_rows_sum_real_jobs(any_db_url: str):
                 await jobs.finish(
                     conn,
                     Lease(job.id, job.claim, sa),
-                    state=state,
-                    exit_code=0,
-                    reason=None,
+                    jobs.Outcome(state, exit_code=0, reason=None),
                     stderr="",
                     node="a",
                 )

@@ -10,14 +10,23 @@ import pytest
 
 from ffdesk.core.errors import FfdeskError
 from ffdesk.ffmpeg.failure import explain_failure
-from ffdesk.ffmpeg.presets import Preset, PresetError, get_preset, load_presets
+from ffdesk.ffmpeg.presets import (
+    Preset,
+    PresetError,
+    get_preset,
+    load_preset_file,
+    load_presets,
+)
 from ffdesk.ffmpeg.probe import probe
 from ffdesk.ffmpeg.resources import resource_path
 from ffdesk.ffmpeg.runner import FfmpegProcess, RunResult, build_argv, verify_output
 
 DEBIAN_FFMPEG = Path("/usr/bin/ffmpeg")
 DEBIAN_FFPROBE = Path("/usr/bin/ffprobe")
-BUILTINS = ["h264-mp4", "hevc-mp4", "remux-mp4", "aac-extract", "proxy-720p", "h264-nvenc"]
+BUILTINS = [
+    "h264-mp4", "hevc-mp4", "remux-mp4", "aac-extract", "proxy-720p", "h264-nvenc",
+    "thumbnail-jpg",
+]
 
 
 def write(tmp_path: Path, text: str, name: str = "mine.toml") -> Path:
@@ -149,7 +158,7 @@ def test_get_preset() -> None:
         get_preset(presets, "x")
     assert str(info.value) == (
         "unknown preset 'x'; known: aac-extract, h264-mp4, h264-nvenc, hevc-mp4, proxy-720p, "
-        "remux-mp4"
+        "remux-mp4, thumbnail-jpg"
     )
 
 
@@ -216,3 +225,55 @@ def test_nvenc_fails_here_with_a_clear_reason(source: Path, tmp_path: Path) -> N
     assert reason.startswith("encoder h264_nvenc cannot run on this node: "), reason
     # ffmpeg creates the output file before the encoder fails: a failed job must discard it.
     assert output.stat().st_size == 0
+
+
+@needs_debian
+def test_thumbnail_writes_one_small_jpeg_and_opts_out_of_verification(
+    source: Path, tmp_path: Path
+) -> None:
+    preset = load_presets()["thumbnail-jpg"]
+    assert preset.policy.verify is False  # a still has no duration to compare
+    result, output = run_preset(preset, source, tmp_path)
+    assert result.exit_code == 0, explain_failure(result.exit_code, result.stderr)
+    out = probe(output, ffprobe=DEBIAN_FFPROBE, ffmpeg=DEBIAN_FFMPEG)
+    assert [s.codec for s in out.streams] == ["mjpeg"]
+    assert (out.streams[0].width, out.streams[0].height) == (320, 240)
+
+
+# --- run policy keys -------------------------------------------------------------------------
+
+
+def test_policy_keys_are_parsed_and_stored_compactly(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(
+        '[strict]\nargs = ["-i", "{input}", "{output}"]\noutput = "{stem}.mkv"\n'
+        'max_attempts = 5\non_conflict = "replace"\nmemory_limit = "1.5G"\n'
+        "stall_timeout = 30\nduration_tolerance = 2\n"
+    )
+    policy = load_preset_file(path)["strict"].policy
+    assert policy.to_dict() == {
+        "max_attempts": 5,
+        "on_conflict": "replace",
+        "memory_limit": 1610612736,
+        "stall_timeout": 30.0,
+        "duration_tolerance": 2.0,
+    }
+    assert load_presets()["h264-mp4"].policy.to_dict() == {}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("max_attempts = 0", "'max_attempts' must be a whole number 1-100"),
+        ('on_conflict = "overwrite"', "'on_conflict' must be one of keep-both, replace, skip"),
+        ('memory_limit = "lots"', "'memory_limit' must be a size such as 512M or 2G"),
+        ("stall_timeout = -1", "'stall_timeout' must be a number of seconds above 0"),
+        ('verify = "yes"', "'verify' must be true or false"),
+    ],
+)
+def test_bad_policy_values_are_one_clear_error(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(f'[x]\nargs = ["-i", "{{input}}", "{{output}}"]\noutput = "o.mkv"\n{line}\n')
+    with pytest.raises(PresetError) as info:
+        load_preset_file(path)
+    assert message in str(info.value)

@@ -1,0 +1,53 @@
+"""File fingerprints for the audit trail: cheap enough to take for every job.
+
+The fast hash reads at most 16 MiB whatever the size (BLAKE2b-256 over the size, the first
+8 MiB and the last 8 MiB), so it costs milliseconds on a 50 GB master yet changes when a file
+is replaced, re-exported, truncated or grown. The full hash reads everything and is only
+taken when the ``full_hash`` setting asks for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+EDGE = 8 * 1024 * 1024
+_BLOCK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    size: int
+    mtime: float  # POSIX seconds
+    fast_hash: str  # blake2b-256 hex of size + first and last EDGE bytes
+    full_hash: str | None = None  # blake2b-256 hex of the whole content
+
+
+def fast_hash(path: Path) -> tuple[int, float, str]:
+    """(size, mtime, fast hash) from one open file: the three describe the same content."""
+    digest = hashlib.blake2b(digest_size=32)
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        digest.update(st.st_size.to_bytes(8, "little"))
+        digest.update(fh.read(EDGE))
+        if st.st_size > EDGE:
+            # Overlap when the file is shorter than two edges: every byte is covered once
+            # or twice, never skipped.
+            fh.seek(max(EDGE, st.st_size - EDGE))
+            digest.update(fh.read(EDGE))
+    return st.st_size, st.st_mtime, digest.hexdigest()
+
+
+def full_hash(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=32)
+    with open(path, "rb") as fh:
+        while block := fh.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(path: Path, *, full: bool = False) -> Fingerprint:
+    size, mtime, fast = fast_hash(path)
+    return Fingerprint(size, mtime, fast, full_hash(path) if full else None)
