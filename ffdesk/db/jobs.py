@@ -818,7 +818,7 @@ async def retry(
                 """INSERT INTO events (job_id, kind, detail)
                    SELECT id, 'retried',
                           jsonb_build_object('by', %s::text, 'from', state, 'reason', reason)
-                     FROM jobs WHERE id = ANY(%s)""",
+                     FROM jobs WHERE id = ANY(%s) ORDER BY id""",
                 [by, todo],
             )
             await conn.execute(

@@ -70,3 +70,30 @@ def test_bad_settings_file(tmp_path: Path):
     p.settings_file.write_text("slots = [")
     with pytest.raises(ConfigError, match="cannot read settings file"):
         load_settings(p, {}, {})
+
+
+def test_failure_handling_settings(tmp_path: Path):
+    p = places(tmp_path)
+    s = load_settings(p, {}, {})
+    assert (s.retry_base, s.quarantine_after, s.stall_timeout, s.memory_limit_bytes) == (
+        10.0, 3, 120.0, None,
+    )
+    p.settings_file.write_text('memory_limit = "2G"\nfull_hash = true\n')
+    s = load_settings(p, {"stall_timeout": 30.0}, {"FFDESK_RETRY_BASE": "0.5"})
+    assert (s.memory_limit_bytes, s.full_hash, s.stall_timeout, s.retry_base) == (
+        2 * 2**30, True, 30.0, 0.5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"FFDESK_MEMORY_LIMIT": "lots"}, "'memory_limit' must be a size such as 512M or 2G"),
+        ({"FFDESK_QUARANTINE_AFTER": "0"}, "'quarantine_after' must be at least 1"),
+        ({"FFDESK_STALL_TIMEOUT": "0"}, "'stall_timeout' must be greater than 0"),
+    ],
+)
+def test_bad_failure_settings_are_refused(tmp_path: Path, env, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_settings(places(tmp_path), {}, env)
+    assert fragment in str(info.value) and "FFDESK_" in str(info.value)
