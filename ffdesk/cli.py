@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -393,11 +393,17 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings, places: Places) -> in
         print("no jobs")
         return EXIT_OK
     table = [("ID", "STATE", "PROGRESS", "ATTEMPT", "NODE", "PRESET", "QUEUED", "RAN", "INPUT")]
+    now = datetime.now(UTC)
     for j in rows:
+        state = str(j.state)
+        if j.state == JobState.QUEUED and j.not_before and j.not_before > now:
+            state = f"retry in {_seconds((j.not_before - now).total_seconds())}"
+        elif j.failure_kind and j.state in (JobState.FAILED, JobState.DEAD):
+            state = f"{j.state} ({j.failure_kind})"
         table.append(
             (
                 str(j.id),
-                str(j.state),
+                state,
                 f"{j.progress:.0f}%" if j.progress is not None else "",
                 f"{j.attempt}/{j.max_attempts}",
                 j.node or "",

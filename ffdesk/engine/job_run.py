@@ -420,21 +420,30 @@ class JobRun:
     # ------------------------------------------------------------------ guards
 
     async def _guard(self) -> None:
-        """Stop FFmpeg when it stalls (no progress for ``stall_timeout`` seconds: a hung
-        network share, a FIFO that never delivers) or outgrows the memory cap. Either is
-        classed transient: the next attempt may well work."""
+        """Stop FFmpeg when it stalls or outgrows the memory cap. Either is classed
+        transient: the next attempt may well work.
+
+        Stalled means neither progress nor CPU for ``stall_timeout`` seconds: a hung network
+        share or a FIFO that never delivers. CPU counts because some filters (reverse,
+        two-pass loudness) read the whole input before writing a single frame: busy, not
+        stuck.
+        """
         proc = self.process
         assert proc is not None
         stall, limit = self.stall_timeout, self.memory_limit
         interval = min(0.5, stall / 4)
         last_mark: object = object()
         last_change = time.monotonic()
+        last_cpu = 0.0
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
             p = proc.last_progress
             mark = None if p is None else (p.out_time_s, p.total_size, p.frame)
-            if mark != last_mark:
+            cpu = _cpu_seconds(proc.pid) if proc.pid else None
+            busy = cpu is not None and cpu - last_cpu >= 0.05 * interval  # 5 % of a core
+            last_cpu = cpu if cpu is not None else last_cpu
+            if mark != last_mark or busy:
                 last_mark, last_change = mark, now
             elif now - last_change >= stall:
                 self._guard_stop(
@@ -643,6 +652,14 @@ class JobRun:
                 )
             )
         log.info("job #%d: stopped, not ours any more (%s)", self.job.id, reason)
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return times.user + times.system
 
 
 def _rss(pid: int) -> int | None:
