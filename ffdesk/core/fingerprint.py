@@ -8,10 +8,13 @@ taken when the ``full_hash`` setting asks for it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 EDGE = 8 * 1024 * 1024
 _BLOCK = 1024 * 1024
@@ -25,10 +28,26 @@ class Fingerprint:
     full_hash: str | None = None  # blake2b-256 hex of the whole content
 
 
+def _open_regular(path: Path) -> BinaryIO:
+    """Open a regular file for reading. A FIFO or device is refused, never read: opening a
+    FIFO blocks until a writer comes (forever for one that never delivers), and reading one
+    would steal the bytes FFmpeg is waiting for."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(fd, True)  # reads of the regular file as usual
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def fast_hash(path: Path) -> tuple[int, float, str]:
     """(size, mtime, fast hash) from one open file: the three describe the same content."""
     digest = hashlib.blake2b(digest_size=32)
-    with open(path, "rb") as fh:
+    with _open_regular(path) as fh:
         st = os.fstat(fh.fileno())
         digest.update(st.st_size.to_bytes(8, "little"))
         digest.update(fh.read(EDGE))
@@ -42,7 +61,7 @@ def fast_hash(path: Path) -> tuple[int, float, str]:
 
 def full_hash(path: Path) -> str:
     digest = hashlib.blake2b(digest_size=32)
-    with open(path, "rb") as fh:
+    with _open_regular(path) as fh:
         while block := fh.read(_BLOCK):
             digest.update(block)
     return digest.hexdigest()

@@ -198,33 +198,6 @@ def test_second_live_node_with_same_identifier_is_refused(cli: Cli, nodes):
     assert "another node named 'twin' is running" in proc.stderr
 
 
-BAD_INPUT_REASONS = {
-    "zero_bytes": "empty",
-    "random_bytes": "not a media file",
-    "truncated": "truncated",
-    "audio_only": "no video",
-}
-
-
-def test_bad_inputs_fail_with_reasons_and_never_stick(cli: Cli, clips: Clips, nodes, tmp_path):
-    out = tmp_path / "out"
-    files = {name: getattr(clips, name) for name in BAD_INPUT_REASONS}
-    ids = cli.submit(*files.values(), extra=("--output-dir", str(out)))
-    vanished = tmp_path / "vanished.mp4"
-    vanished.write_bytes(clips.good.read_bytes())
-    (vanished_id,) = cli.submit(vanished, extra=("--output-dir", str(out)))
-    vanished.unlink()  # deleted after submit, before any node saw it
-    nodes.append(cli.start_node("critic", slots=2))
-    wait_for(lambda: all_done(cli.database, len(ids) + 1), 60)
-    reasons = dict(query(cli.database, "SELECT id, reason FROM jobs WHERE state = 'failed'"))
-    for job_id, (name, expected) in zip(ids, BAD_INPUT_REASONS.items(), strict=True):
-        assert expected in reasons[job_id], (name, reasons[job_id])
-        assert "\n" not in reasons[job_id]
-    assert "not found" in reasons[vanished_id]
-    assert part_files(out) == [] if out.exists() else True
-    assert nodes[0].proc.poll() is None  # the node survived every one of them
-
-
 def test_unwritable_output_folder_at_run_time_ends_the_job_dead(
     cli: Cli, clips: Clips, nodes, tmp_path
 ):

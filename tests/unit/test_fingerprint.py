@@ -47,3 +47,14 @@ def test_full_hash_on_request(tmp_path: Path) -> None:
     assert fingerprint(path, full=True).full_hash == hashlib.blake2b(
         data, digest_size=32
     ).hexdigest()
+
+
+def test_a_fifo_is_refused_at_once_not_waited_on(tmp_path: Path) -> None:
+    """Opening a FIFO nobody writes to would block forever (and reading it would steal
+    FFmpeg's bytes): the fingerprint refuses it instead."""
+    import pytest
+
+    fifo = tmp_path / "stalled.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        fingerprint(fifo)
