@@ -121,6 +121,7 @@ class JobRun:
         self.guard_failure: Failure | None = None  # stall or memory guard stopped FFmpeg
         self.final_kind: str | None = None  # "succeeded" or the failure class (quarantine)
         self.last_reason: str | None = None
+        self.node_fault = False  # the failure says this node is unwell (quarantine counts it)
         self.process: FfmpegProcess | None = None
         self._latest: Progress | None = None
         self._progress_ready = asyncio.Event()
@@ -209,7 +210,8 @@ class JobRun:
             needs=tuple(job.needs),
             builtin=False,
         )
-        argv = build_argv(self.tools.ffmpeg, preset.render(input=Path(job.input), output=self.temp))
+        source = job.input if self.is_url else Path(job.input)
+        argv = build_argv(self.tools.ffmpeg, preset.render(input=source, output=self.temp))
         loop = asyncio.get_running_loop()
         self.process = FfmpegProcess(
             argv,
@@ -605,6 +607,7 @@ class JobRun:
             return
         self.final_kind = failure.kind
         self.last_reason = failure.reason
+        self.node_fault = failure.kind == "environment" and failure.node_fault
         self.stats.finished_ids.append(self.job.id)
         if decision.state == "queued":
             self.stats.retried += 1

@@ -417,11 +417,12 @@ class Node:
 
     def _count_outcome(self, run: JobRun) -> None:
         """K environment failures in a row (nothing succeeded in between) mean this node is
-        broken for this work (no disk, a dead GPU, a missing codec): quarantine it so it
-        stops eating the queue's attempts. Input and config failures say nothing about it."""
+        broken (no disk, a dead GPU, an unwritable share): quarantine it so it stops eating
+        the queue's attempts. Input and config failures say nothing about the node, and a
+        component its FFmpeg build lacks only sends that job elsewhere (Failure.node_fault)."""
         if run.final_kind == "succeeded":
             self.env_failures_in_row = 0
-        elif run.final_kind == "environment":
+        elif run.node_fault:
             self.env_failures_in_row += 1
             limit = self.settings.quarantine_after
             if self.env_failures_in_row >= limit and self.state not in ("quarantined", "paused"):

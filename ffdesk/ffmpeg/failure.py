@@ -22,6 +22,11 @@ node (this one lacks disk, GPU, codec, permission); ``config`` and ``input`` fai
 class Failure:
     kind: FailureKind
     reason: str
+    # For "environment": does it say this node is unwell (disk, permissions, GPU) rather
+    # than that this build lacks what one job asks for (an encoder, a filter)? Only the
+    # former counts towards quarantining the node; the latter just sends the job elsewhere,
+    # so one preset with a typo cannot quarantine a whole cluster.
+    node_fault: bool = True
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class _Rule:
     input_template: str | None = None  # used instead when the line is about an input file
     input_kind: FailureKind | None = None
     fill: str | None = None  # searched in the whole stderr for groups the line left empty
+    node_fault: bool = True  # see Failure.node_fault
 
 
 _HW = "encoder {encoder} cannot run on this node: {message}"
@@ -122,21 +128,25 @@ RULES: tuple[_Rule, ...] = (
         r"Unknown encoder '(?P<name>[^']*)'",
         "encoder {name} is not available in this ffmpeg build",
         "environment",
+        node_fault=False,
     ),
     _Rule(
         r"Unknown decoder '(?P<name>[^']*)'",
         "decoder {name} is not available in this ffmpeg build",
         "environment",
+        node_fault=False,
     ),
     _Rule(
         r"No such filter: '(?P<name>[^']*)'",
         "filter {name} is not available in this ffmpeg build",
         "environment",
+        node_fault=False,
     ),
     _Rule(
         r"(?:Encoder|Decoder|Filter) not found",
         "this ffmpeg build lacks a component: {message}",
         "environment",
+        node_fault=False,
     ),
     # Before the "low score" rule: a .mkv without a Matroska header (text, garbage, damaged
     # start) is also guessed from its extension, and this names the container that failed.
@@ -307,7 +317,7 @@ def _match_rules(stderr: str) -> Failure | None:
             for key, value in filler.groupdict().items() if filler else ():
                 if value and not fields.get(key):
                     fields[key] = value
-            return Failure(kind, template.format(**fields))
+            return Failure(kind, template.format(**fields), node_fault=rule.node_fault)
     return None
 
 

@@ -153,7 +153,11 @@ def test_every_job_and_every_transition_is_delivered(any_db_url: str):
                     ok = await jobs.finish(
                         conn,
                         Lease(job.id, job.claim or 0, SESSION),
-                        jobs.Outcome(JobState.SUCCEEDED if n % 2 else JobState.FAILED, exit_code=0 if n % 2 else 1, reason=None),
+                        jobs.Outcome(
+                            JobState.SUCCEEDED if n % 2 else JobState.FAILED,
+                            exit_code=0 if n % 2 else 1,
+                            reason=None,
+                        ),
                         stderr="",
                         node="n1",
                     )

@@ -105,14 +105,14 @@ def test_fencing_rejects_every_write_of_a_lost_claim(any_db_url: str):
         async with conn.transaction():
             results["lock"] = await jobs.lock_for_finish(conn, old)
             results["finish"] = await jobs.finish(
-                conn, old, jobs.Outcome(JobState.SUCCEEDED, exit_code=0, reason=None), stderr="x", node="a"
+                conn, old, jobs.Outcome(JobState.SUCCEEDED, exit_code=0), stderr="x", node="a"
             )
         results["requeue"] = await jobs.requeue_interrupted(
             conn, old, reason="r", stderr=None, node="a"
         )
         async with conn.transaction():
             results["new owner"] = await jobs.finish(
-                conn, new, jobs.Outcome(JobState.SUCCEEDED, exit_code=0, reason=None), stderr="ok", node="b"
+                conn, new, jobs.Outcome(JobState.SUCCEEDED, exit_code=0), stderr="ok", node="b"
             )
         return None, results
 

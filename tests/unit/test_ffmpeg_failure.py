@@ -209,3 +209,19 @@ def test_network_reasons_without_the_http_warning() -> None:
         "the stream selection matches nothing: "
         "Stream specifier ':s' in filtergraph description [0:s]null matches no streams."
     )
+
+
+@pytest.mark.parametrize("version", ["5.1", "9.0"])
+def test_only_node_problems_count_against_the_node(version: str) -> None:
+    """A disk, permission or GPU problem says the node is unwell (quarantine counts it); an
+    encoder or filter this build lacks only sends that one job to another node."""
+
+    def failure(case: str):
+        text = (STDERR / f"{case}-ffmpeg-{version}.txt").read_text(errors="replace")
+        return classify_failure(EXIT_CODES[case][version], text)
+
+    for case in ("unknown-encoder", "unknown-filter"):
+        assert (failure(case).kind, failure(case).node_fault) == ("environment", False), case
+    for case in ("disk-full", "nvenc", "permission-denied"):
+        found = failure(case)
+        assert found.kind == "environment" and found.node_fault, (case, found)
