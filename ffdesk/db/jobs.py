@@ -573,15 +573,24 @@ async def recover_own(conn: Conn, *, node: str, session: str) -> list[int]:
     """At start: jobs a previous run of this node left in ``running`` (it crashed).
 
     The crashed run spent its attempt (the crash may have been the job's fault, e.g. OOM);
-    jobs out of attempts go ``dead``.
+    jobs out of attempts go ``dead``. Attempts of earlier runs whose job ended meanwhile
+    (canceled while this node was down) have no owner left to close them: closed as lost.
     """
-    return await _requeue_lost(
+    reason = f"node {node} restarted after a crash"
+    ids = await _requeue_lost(
         conn,
         "state = 'running' AND node = %(node)s AND node_session <> %(session)s",
         {"node": node, "session": session},
-        reason=f"node {node} restarted after a crash",
+        reason=reason,
         by=node,
     )
+    await conn.execute(
+        """UPDATE attempts SET outcome = 'lost', finished_at = clock_timestamp(), reason = %s
+            WHERE node = %s AND node_session <> %s AND finished_at IS NULL""",
+        [reason, node, session],
+    )
+    await conn.commit()
+    return ids
 
 
 async def rescue_expired(conn: Conn, *, by: str) -> list[int]:

@@ -26,6 +26,7 @@ STREAM_KINDS = frozenset({"video", "audio"})
 FORBIDDEN_ARGS = frozenset({"-n", "-nostdin", "-progress"})
 _KEYS = frozenset({"description", "args", "output", "needs"}) | POLICY_KEYS
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _CODEC_OPT_RE = re.compile(r"^-(?:c|codec|vcodec|acodec|scodec)(?::\w+(?::\d+)?)?$")
 
 
@@ -52,8 +53,9 @@ class Preset:
                 found.append(value)
         return tuple(found)
 
-    def render(self, *, input: Path, output: Path) -> list[str]:
-        """The argv after ``ffmpeg``: placeholders filled in, one element per argument."""
+    def render(self, *, input: Path | str, output: Path) -> list[str]:
+        """The argv after ``ffmpeg``: placeholders filled in, one element per argument.
+        A URL ``input`` (a str such as ``http://...``) is passed to FFmpeg verbatim."""
         values = _values(input, output)
         return [_format(arg, values) for arg in self.args]
 
@@ -68,7 +70,7 @@ class _Values(dict[str, str]):
         raise PresetError(f"unknown placeholder {{{key}}}")
 
 
-def _values(input_path: Path, output_path: Path | None) -> _Values:
+def _values(input_path: Path | str, output_path: Path | None) -> _Values:
     # Absolute paths: FFmpeg reads "a:b.mp4" as protocol "a" and "-x.mp4" as an option.
     src = Path(os.path.abspath(input_path))
     now = time.localtime()
@@ -81,6 +83,8 @@ def _values(input_path: Path, output_path: Path | None) -> _Values:
         date=time.strftime("%Y-%m-%d", now),
         time=time.strftime("%H%M%S", now),
     )
+    if isinstance(input_path, str) and _URL_RE.match(input_path):
+        values["input"] = input_path  # Path() would fold "//" and make it relative
     if output_path is not None:
         dst = Path(os.path.abspath(output_path))
         values.update(output=str(dst), output_dir=str(dst.parent))
