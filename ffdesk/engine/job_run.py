@@ -46,6 +46,7 @@ from ffdesk.ffmpeg.runner import (
     commit_output,
     discard_earlier_parts,
     discard_output,
+    expected_streams,
     free_name,
     probe_and_verify,
     temp_output_path,
@@ -294,7 +295,7 @@ class JobRun:
         self, result: RunResult, info: ProbeResult | None
     ) -> tuple[str | None, ProbeResult | None]:
         """(problem or None, the output as described by FFmpeg's log or ffprobe)."""
-        needs = tuple(self.job.needs)
+        needs = expected_streams(self.job.preset_args, tuple(self.job.needs), info)
         if not self.policy.verify:
             # The preset opted out (stills, thumbnails): only "there and not empty".
             try:

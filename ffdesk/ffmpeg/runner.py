@@ -393,6 +393,23 @@ _DURATION_OPTIONS = re.compile(
 )
 
 
+def expected_streams(
+    args: list[str] | tuple[str, ...], needs: tuple[str, ...], source: ProbeResult | None
+) -> tuple[str, ...]:
+    """Stream kinds the output must have: what the preset needs, plus every kind the input
+    has that the arguments do not drop (-vn, -an) or choose explicitly (-map). An encode
+    that silently lost the soundtrack is a failure, not a success."""
+    kinds = list(needs)
+    if source is not None and "-map" not in args:
+        for kind, present, drop in (
+            ("video", source.has_video, "-vn"),
+            ("audio", source.has_audio, "-an"),
+        ):
+            if present and drop not in args and kind not in kinds:
+                kinds.append(kind)
+    return tuple(kinds)
+
+
 def changes_duration(args: list[str] | tuple[str, ...]) -> bool:
     """True when the arguments cut, loop or stretch: the output's duration is not the
     input's, so verification checks streams only."""

@@ -46,3 +46,19 @@ def test_replace_commit_overwrites(tmp_path: Path) -> None:
 )
 def test_changes_duration(args: list[str], cuts: bool) -> None:
     assert changes_duration(args) is cuts
+
+
+def test_expected_streams_follow_the_input_unless_the_preset_drops_or_maps() -> None:
+    from ffdesk.ffmpeg.probe import ProbeResult, StreamInfo
+    from ffdesk.ffmpeg.runner import expected_streams
+
+    both = ProbeResult(
+        format_name="mov", duration=1.0, size=1, bit_rate=None,
+        streams=(StreamInfo(index=0, kind="video", codec="h264"),
+                 StreamInfo(index=1, kind="audio", codec="aac")),
+    )
+    assert expected_streams(["-i", "{input}", "{output}"], ("video",), both) == ("video", "audio")
+    assert expected_streams(["-i", "{input}", "-vn", "{output}"], ("audio",), both) == ("audio",)
+    assert expected_streams(["-i", "{input}", "-an", "{output}"], ("video",), both) == ("video",)
+    assert expected_streams(["-i", "{input}", "-map", "0:v", "{output}"], (), both) == ()
+    assert expected_streams(["-i", "{input}", "{output}"], ("video",), None) == ("video",)
