@@ -261,10 +261,10 @@ async def report_progress(
     eta_s: float | None,
     out_time_s: float | None,
     duration_s: float | None = None,
-    milestone: int | None = None,
+    milestones: Sequence[int] = (),
     node: str | None = None,
 ) -> bool:
-    """Progress of our run; ``milestone`` (25, 50, 75) also goes into the event log."""
+    """Progress of our run; ``milestones`` newly passed (25, 50, 75) go into the event log."""
     params = _fence_params(lease) | {
         "progress": progress,
         "fps": fps,
@@ -280,10 +280,11 @@ async def report_progress(
              WHERE {_FENCE}""",
         params,
     )
-    if milestone is not None and cur.rowcount == 1:
-        await _event(
-            conn, "progress", lease.job_id, node, {"claim": lease.claim, "percent": milestone}
-        )
+    if cur.rowcount == 1:
+        for milestone in milestones:
+            await _event(
+                conn, "progress", lease.job_id, node, {"claim": lease.claim, "percent": milestone}
+            )
     await conn.commit()
     return cur.rowcount == 1
 

@@ -392,13 +392,15 @@ class JobRun:
             duration = info.duration if info else None
             new_duration = duration if info is not None and not known else None
             percent = p.percent(duration)
-            milestone = None
-            passed = [m for m in MILESTONES if percent is not None and percent >= m]
-            if passed and passed[-1] > self._milestone:
-                milestone = self._milestone = passed[-1]
+            # Every milestone passed since the last write: a fast job may jump from 10 to 60 %.
+            passed = [
+                m for m in MILESTONES if percent is not None and self._milestone < m <= percent
+            ]
+            if passed:
+                self._milestone = passed[-1]
             try:
                 owned = await self.pool.run(
-                    lambda c, p=p, d=duration, nd=new_duration, m=milestone: (
+                    lambda c, p=p, d=duration, nd=new_duration, m=passed: (
                         jobs_sql.report_progress(
                             c,
                             self.lease,
@@ -408,7 +410,7 @@ class JobRun:
                             eta_s=p.eta_s(d),
                             out_time_s=p.out_time_s,
                             duration_s=nd,
-                            milestone=m,
+                            milestones=m,
                             node=self.node,
                         )
                     )

@@ -306,7 +306,11 @@ class Node:
             )
         for job in stranded:
             if job.id in ids and job.claim is not None:
-                JobRun.discard_temp_of(job)
+                temp = JobRun.temp_path(job)
+                if temp.exists():
+                    JobRun.discard_temp_of(job)
+                    log.info("job #%d: removed the temp file its crashed run left: %s",
+                             job.id, temp)
 
     # ------------------------------------------------------------------ claiming
 
