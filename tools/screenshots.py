@@ -2,11 +2,25 @@
 
     .venv/bin/python tools/screenshots.py [--out screenshots/]
 
-Starts Xvfb when there is no display, an embedded PostgreSQL in a temporary home, a second
-headless node process, and jobs in every state (succeeded, failed, canceled, dead, running,
+Starts Xvfb when there is no display, an embedded PostgreSQL in a temporary home, two
+headless node processes, and jobs in every state (succeeded, failed, canceled, dead, running,
 queued); then runs the app itself and saves PNGs of the main window (whole screen), the jobs
 view, a failed job's details, the nodes view, the graphs, the queue dialog, the settings
 dialog and the tray menu.
+
+Failure handling is staged with real runs, nothing faked:
+
+* node "gpu-02" starts first, alone, and gets two NVENC jobs; this machine has no NVIDIA
+  driver, so FFmpeg fails with "Cannot load libcuda.so.1" (an environment failure) and the
+  node quarantines itself after two in a row: ``nodes-view.png`` shows it, selected, with
+  Resume enabled;
+* the truncated camera card fails (input class); at the end the card is copied again in full,
+  an earlier export takes its output name, the job is retried from the jobs view and gpu-02
+  is resumed from the nodes view; it runs the job and writes "... (2).mp4":
+  ``job-detail-retried.png`` (attempts with their class and the audit box),
+  ``job-detail-retried-summary.png`` and ``job-detail-retried-events.png``;
+* the other NVENC job fails on one node, is retried on the other (it avoids the first), waits
+  out a backoff and dies: ``job-detail-environment.png``.
 """
 
 from __future__ import annotations
@@ -95,10 +109,41 @@ async def seed(url: str, media: Path, out: Path) -> None:
                      lease_seconds=0.1)
     await asyncio.sleep(0.3)
     await jobs.rescue_expired(conn, by="render-01")
+    # For the "gpu-02" node (started first, alone): NVENC cannot run on this machine, so both
+    # fail on the node's environment and the node quarantines itself. One attempt each: they
+    # must not go on to fail on the other nodes too.
+    await jobs.enqueue(conn, plan("h264-nvenc", good[10:12], max_attempts=1, priority=90),
+                       submitted_by="me@desk")
     await jobs.enqueue(conn, plan("slow-h264", sorted(media.glob("long *.mp4"))),
                        submitted_by="me@desk")
     await jobs.enqueue(conn, plan("hevc-mp4", good[9:]), submitted_by="me@desk")
     await conn.close()
+
+
+async def wait_node_state(url: str, identifier: str, state: str, seconds: float) -> dict:
+    from ffdesk.db import nodes
+    from ffdesk.db.connect import connect_async
+
+    conn = await connect_async(url)
+    try:
+        deadline = time.monotonic() + seconds
+        while True:
+            for row in await nodes.list_nodes(conn):
+                if row["identifier"] == identifier and row["state"] == state:
+                    return row
+            if time.monotonic() > deadline:
+                raise SystemExit(f"node {identifier} did not become {state}")
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+
+
+def start_node(identifier: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ffdesk", "node", "--identifier", identifier, "--heartbeat", "2",
+         *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
+    )
 
 
 def make_media(folder: Path) -> None:
@@ -124,7 +169,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="ffdesk-shots-"))
     home, media, outputs = work / "home", work / "media", work / "out"
     os.environ["FFDESK_HOME"] = str(home)
-    node_proc = None
+    procs: list[subprocess.Popen] = []
     server = None
     try:
         make_media(media)
@@ -138,16 +183,16 @@ def main() -> int:
         server = EmbeddedServer(places.embedded_dir)
         url = server.acquire()
         run(seed(url, media, outputs))
-        node_proc = subprocess.Popen(
-            [sys.executable, "-m", "ffdesk", "node", "--identifier", "render-01", "--slots", "2",
-             "--tags", "big-mem", "--heartbeat", "2"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
-        )
+        procs.append(start_node("gpu-02", "--slots", "1", "--tags", "gpu",
+                                "--quarantine-after", "2"))
+        run(wait_node_state(url, "gpu-02", "quarantined", 120))
+        procs.append(start_node("render-01", "--slots", "2", "--tags", "big-mem"))
         return run_app(places, out_dir, media)
     finally:
-        if node_proc is not None:
-            node_proc.terminate()
-            node_proc.wait(60)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(60)
         if server is not None:
             server.release()
             server.stop()
@@ -193,13 +238,68 @@ def run_app(places, out_dir: Path, media: Path) -> int:
         window.resize(1360, 820)
         model = window.jobs.model
         counts = lambda: model.state_counts()  # noqa: E731
+
+        async def show_attempts(job_id: int, name: str, *, row: int | None = None,
+                                more: bool = False) -> None:
+            """The detail pane, enlarged, on its Attempts tab (``row``: that attempt, else
+            the latest); ``more``: its Summary and Events tabs too."""
+            window.tabs.setCurrentIndex(0)
+            window.jobs.select_ids([job_id])
+            await window.show_detail(job_id)
+            window.jobs_split.setSizes([250, 550])  # room for the attempts, audit and stderr
+            detail = window.detail
+            detail.tabs.setCurrentIndex(1)
+            if row is not None:
+                detail.attempts_table.selectRow(row)
+            await asyncio.sleep(0.5)
+            save(detail, name)
+            if more:
+                for index, suffix in ((0, "summary"), (2, "events")):
+                    detail.tabs.setCurrentIndex(index)
+                    await asyncio.sleep(0.3)
+                    save(detail, f"{name}-{suffix}")
+            detail.tabs.setCurrentIndex(0)
+
+        async def reprocess_and_resume(card) -> None:
+            """The card is copied again in full and an earlier export holds the output name; a
+            person retries the job in the jobs view and resumes gpu-02 in the nodes view."""
+            shutil.copy(media / "shot 01 beach.mp4", card.input)
+            shutil.copy(media / "shot 02 drone pass.mp4", card.output)
+            window.tabs.setCurrentIndex(0)
+            window.jobs.select_ids([card.id])
+            window.jobs.update_actions()
+            assert window.jobs.retry_action.isEnabled()
+            window.jobs.retry_action.trigger()
+            await wait(lambda: (j := model.job(card.id)) is not None
+                       and j.state != JobState.FAILED)
+            window.tabs.setCurrentIndex(1)
+            assert window.nodes.select("gpu-02")
+            resume = window.nodes.actions_by_name["resume"]
+            assert resume.isEnabled(), "Resume is not offered for the quarantined node"
+            resume.trigger()
+            await wait(lambda: (j := model.job(card.id)) is not None
+                       and j.state == JobState.SUCCEEDED, 120)
+            await show_attempts(card.id, "job-detail-retried", more=True)
+
+        async def environment_history() -> None:
+            """The NVENC job the CPU nodes took: retried on the other node, then after a backoff,
+            then dead."""
+            def nvenc():
+                return [j for j in model.jobs() if j.preset == "h264-nvenc" and j.max_attempts > 1]
+            await wait(lambda: bool(nvenc()) and nvenc()[0].state == JobState.DEAD, 180)
+            # The second run: its audit says when the job could be retried.
+            await show_attempts(nvenc()[0].id, "job-detail-environment", row=1)
+
+        # Failed: the truncated card; dead: the ghost's job and gpu-02's two NVENC jobs.
         await wait(lambda: counts().get(JobState.SUCCEEDED, 0) >= 6
-                   and counts().get(JobState.FAILED, 0) >= 2
+                   and counts().get(JobState.FAILED, 0) >= 1
+                   and counts().get(JobState.DEAD, 0) >= 3
                    and counts().get(JobState.RUNNING, 0) >= 2)
         await asyncio.sleep(45)  # samples come every 10 s: a few of them make lines
         await app.poll_samples()
         await window.load_history(300)
-        failed = next(j for j in model.jobs() if j.state == JobState.FAILED)
+        failed = next(j for j in model.jobs()
+                      if j.state == JobState.FAILED and "truncated" in j.input)
         window.jobs.select_ids([failed.id])
         await window.show_detail(failed.id)
         await asyncio.sleep(0.5)
@@ -213,6 +313,8 @@ def run_app(places, out_dir: Path, media: Path) -> int:
         save(window.jobs, "jobs-view")
         save(window.detail, "job-detail")
         window.tabs.setCurrentIndex(1)
+        await app.refresh_nodes()
+        assert window.nodes.select("gpu-02"), "gpu-02 is not in the nodes view"
         await asyncio.sleep(0.5)
         save(window, "nodes-view")
         window.graphs.set_window(300)
@@ -236,6 +338,8 @@ def run_app(places, out_dir: Path, media: Path) -> int:
         await asyncio.sleep(0.5)
         save(app.tray.menu, "tray-menu")
         app.tray.menu.hide()
+        await reprocess_and_resume(failed)
+        await environment_history()
         await app.request_quit("now")
         await task
 

@@ -49,7 +49,7 @@ from PySide6.QtWidgets import (
 )
 
 from ffdesk.core.model import Job, JobState
-from ffdesk.ui.theme import STATE_LABELS, state_color, state_icon
+from ffdesk.ui.theme import STATE_LABELS, failure_kind_help, state_color, state_icon
 
 if TYPE_CHECKING:
     # Only the type: importing the bus module at run time would pull psycopg into the UI.
@@ -126,6 +126,7 @@ FULL_ROLES = [
 ]
 PROGRESS_ROLES = [DisplayRole, ToolTipRole, SortRole, JobRole]
 LIVE_ROLES = [DisplayRole, ToolTipRole, SortRole]
+RETRY_ROLES = [DisplayRole, DecorationRole, ToolTipRole]
 
 # Plain ints: converted to a QVariant thousands of times per paint.
 _RIGHT = int((Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter).value)
@@ -146,6 +147,10 @@ _NUMERIC = frozenset(
 # Lifecycle order: sorting by state groups waiting, working, then finished jobs.
 _STATE_ORDER = {state: i for i, state in enumerate(JobState)}
 LIVE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
+# States in which ``failure_kind`` describes the job's last run (a claim clears it).
+KIND_STATES = frozenset({JobState.FAILED, JobState.DEAD, JobState.QUEUED})
+#: Icon state (ffdesk.ui.theme) of a queued job waiting out its retry backoff.
+RETRY_ICON_STATE = "retry"
 _LIVE_COLUMNS = frozenset({int(Col.QUEUE), int(Col.RUN)})
 _ROLES = frozenset(
     {
@@ -209,6 +214,19 @@ def queue_seconds(job: Job, now: float) -> float | None:
     if job.finished_at is not None:  # canceled while waiting
         return job.finished_at.timestamp() - job.created_at.timestamp()
     return None
+
+
+def retry_wait(job: Job, now: float) -> float | None:
+    """Seconds until a queued job whose last run failed may be claimed again (its retry
+    backoff, ``not_before``); None when it is not waiting for one."""
+    if job.state is not JobState.QUEUED or job.not_before is None:
+        return None
+    if job.attempt == 0 and job.failure_kind is None:
+        # Never ran (or reprocessed): its not_before is its submission, and a client clock
+        # a little behind the database's must not turn that into a countdown.
+        return None
+    wait = job.not_before.timestamp() - now
+    return wait if wait >= 0.5 else None
 
 
 def run_seconds(job: Job, now: float) -> float | None:
@@ -292,10 +310,30 @@ def sort_value(job: Job, col: int, now: float) -> Any:
     return _SORT_KEY[col](job, now)
 
 
+def state_text(job: Job, now: float) -> str:
+    """The State column: "Retry in 12s" while a failed run's retry waits out its backoff."""
+    wait = retry_wait(job, now)
+    if wait is not None:
+        return f"Retry in {format_duration(wait)}"
+    return STATE_LABELS.get(job.state, str(job.state))
+
+
 def _tooltip(job: Job, col: int, now: float) -> str | None:
     if col == Col.STATE:
         label = STATE_LABELS.get(job.state, str(job.state))
-        return f"{label}: {job.reason}" if job.reason else label
+        kind = job.failure_kind if job.state in KIND_STATES else None
+        wait = retry_wait(job, now)
+        if wait is not None:
+            label = "Waiting to retry"
+        if kind:
+            label += f" ({kind} failure)"
+        lines = [f"{label}: {job.reason}" if job.reason else label]
+        if wait is not None and job.not_before is not None:
+            when = local_time(job.not_before)
+            lines.append(f"Next try at {when} (in {format_duration(wait)})")
+        if kind:
+            lines.append(failure_kind_help(kind))
+        return "\n".join(lines)
     if col == Col.INPUT:
         return job.input
     if col == Col.OUTPUT:
@@ -399,6 +437,8 @@ class JobTableModel(QAbstractTableModel):
         self._pending_jobs: dict[int, Job] = {}
         self._pending_progress: dict[int, JobProgress] = {}
         self._live: set[int] = set()  # ids of queued/running jobs: their times tick
+        # Ids of queued jobs waiting out a retry backoff: their State text counts down.
+        self._waiting: set[int] = set()
         self._texts: dict[int, tuple[Job, list[str | None]]] = {}
         self._counts: Counter[JobState] = Counter()
         self._sort_column = -1
@@ -439,6 +479,8 @@ class JobTableModel(QAbstractTableModel):
             self.row_of = {job.id: row for row, job in enumerate(self._jobs)}
             self._revision = {job.id: job.revision for job in self._jobs}
             self._live = {job.id for job in self._jobs if job.state in LIVE_STATES}
+            now = self.clock()
+            self._waiting = {j.id for j in self._jobs if retry_wait(j, now) is not None}
             self._counts = Counter(job.state for job in self._jobs)
         # Changes recorded before the load survive only if they are newer than it.
         revision = self._revision
@@ -485,6 +527,7 @@ class JobTableModel(QAbstractTableModel):
             self._pending_progress.pop(job_id, None)
             self._revision.pop(job_id, None)
             self._live.discard(job_id)
+            self._waiting.discard(job_id)
         rows = sorted((self.row_of[i] for i in ids if i in self.row_of), reverse=True)
         if not rows:
             return
@@ -536,6 +579,7 @@ class JobTableModel(QAbstractTableModel):
         new: list[Job] = []
         full_rows: list[int] = []
         counts_before = dict(self._counts)
+        now = self.clock()
         for job in jobs.values():
             row = self.row_of.get(job.id)
             if row is None:
@@ -552,6 +596,10 @@ class JobTableModel(QAbstractTableModel):
                 self._live.add(job.id)
             else:
                 self._live.discard(job.id)
+            if job.state is _QUEUED and retry_wait(job, now) is not None:
+                self._waiting.add(job.id)
+            else:
+                self._waiting.discard(job.id)
 
         full_rows.sort()
         for first, last in runs(full_rows):
@@ -596,6 +644,8 @@ class JobTableModel(QAbstractTableModel):
         its whole viewport (~20 ms for a full-screen table) even when none of the rows is
         visible, which would cost a full repaint every second.
         """
+        if self._waiting:
+            self._tick_waiting()
         if not self._live:
             return
         row_of = self.row_of
@@ -606,6 +656,24 @@ class JobTableModel(QAbstractTableModel):
                 self.dataChanged.emit(
                     self.index(start, LIVE_FIRST), self.index(end, LIVE_LAST), LIVE_ROLES
                 )
+
+    def _tick_waiting(self) -> None:
+        """Count down the State text of retries waiting out their backoff; a job whose wait
+        is over gets one last update ("Queued") and leaves the set."""
+        now, row_of, jobs = self.clock(), self.row_of, self._jobs
+        rows = []
+        for job_id in list(self._waiting):
+            row = row_of.get(job_id)
+            if row is None:
+                self._waiting.discard(job_id)
+                continue
+            rows.append(row)
+            if retry_wait(jobs[row], now) is None:
+                self._waiting.discard(job_id)
+        for first, last in runs(sorted(rows)):
+            self.dataChanged.emit(
+                self.index(first, Col.STATE), self.index(last, Col.STATE), RETRY_ROLES
+            )
 
     # ------------------------------------------------------------------ reading
 
@@ -666,7 +734,11 @@ class JobTableModel(QAbstractTableModel):
         if role == TextAlignmentRole:
             return _RIGHT if col in _NUMERIC else None
         if role == DecorationRole:
-            return state_icon(job.state) if col == 0 else None
+            if col != 0:
+                return None
+            if job.id in self._waiting and retry_wait(job, self.clock()) is not None:
+                return state_icon(RETRY_ICON_STATE)
+            return state_icon(job.state)
         if role == ForegroundRole:
             return _state_color(job.state) if col == 0 else None
         if role == SortRole:
@@ -686,6 +758,8 @@ class JobTableModel(QAbstractTableModel):
         live durations are computed against the clock every time."""
         if col in _LIVE_COLUMNS:
             return _DISPLAY[col](job, self.clock())
+        if col == 0 and job.id in self._waiting:
+            return state_text(job, self.clock())  # a countdown: never cached
         entry = self._texts.get(job.id)
         if entry is None or entry[0] is not job:
             if len(self._texts) >= TEXT_CACHE_ROWS:

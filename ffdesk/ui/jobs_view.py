@@ -43,7 +43,7 @@ MOVABLE_STATES = frozenset({JobState.QUEUED})
 
 # Initial widths (px): no ResizeToContents, which would measure every one of 100 000 rows.
 COLUMN_WIDTHS: dict[Col, int] = {
-    Col.STATE: 96,
+    Col.STATE: 132,  # "Retry in 1m 05s" fits
     Col.INPUT: 240,  # stretched: takes what the others leave
     Col.PRESET: 100,
     Col.NODE: 90,

@@ -152,9 +152,11 @@ class MainWindow(QMainWindow):
         online = sum(1 for r in rows if r["state"] in ("online", "draining"))
         running = counts.get("running", 0)
         fps = sum(r.get("fps") or 0 for r in rows)
+        quarantined = sum(1 for r in rows if r["state"] == "quarantined")
+        held = f" ({quarantined} quarantined)" if quarantined else ""
         self.summary_label.setText(
-            f"{online} node(s) online · {running} running · {counts.get('queued', 0)} queued"
-            f" · {fps:.0f} fps"
+            f"{online} node(s) online{held} · {running} running"
+            f" · {counts.get('queued', 0)} queued · {fps:.0f} fps"
         )
 
     def set_local_node(self, identifier: str) -> None:

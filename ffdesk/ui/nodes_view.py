@@ -45,7 +45,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ffdesk.ui.theme import STATE_LABELS, state_icon
+from ffdesk.ui.theme import STATE_LABELS, state_color, state_icon
 
 ModelIndex = QModelIndex | QPersistentModelIndex
 
@@ -57,8 +57,10 @@ IDENTIFIER_ROLE = Qt.ItemDataRole.UserRole + 3
 STATE_ROLE = Qt.ItemDataRole.UserRole + 4
 
 # Which remote actions make sense in which (seen) state; mirrors ``REMOTE_ACTIONS`` in the db
-# layer: pause -> paused, resume -> online, drain -> draining. Stale/offline/quarantined nodes
-# get none: the node would not pick the request up, or a person has to look at it first.
+# layer: pause -> paused, resume -> online, drain -> draining. A quarantined node (it took
+# itself out after repeated environment failures) waits for a person: Resume is how that
+# person brings it back once the cause is fixed (the same as ``ffdesk nodes resume NAME``).
+# Stale and offline nodes get none: the node would not pick the request up.
 ACTIONS: tuple[tuple[str, str, str, str], ...] = (
     # action, label, icon state, tooltip
     ("pause", "Pause", "paused", "Stop taking new jobs; running jobs are put back in the queue"),
@@ -69,11 +71,17 @@ _ALLOWED: dict[str, frozenset[str]] = {
     "online": frozenset({"pause", "drain"}),
     "draining": frozenset({"pause", "resume"}),
     "paused": frozenset({"resume"}),
+    "quarantined": frozenset({"resume"}),
 }
 
 LOCAL_SUFFIX = " (this computer)"
 _DASH = "—"
 _MAX_ENCODERS_SHOWN = 6  # the rest go to the tooltip, the column stays readable
+# States whose reason is shown in the State cell itself, not only in its tooltip: a person
+# has to act on them.
+_REASON_SHOWN = frozenset({"quarantined"})
+_STATE_COLUMN_MAX = 300  # px the State column may grow to for a shown reason
+_BANNER_LINES = 3  # quarantined nodes listed above the table; the rest are counted
 
 
 def allowed_actions(state: str | None) -> frozenset[str]:
@@ -307,7 +315,9 @@ class NodeTableModel(QAbstractTableModel):
             return state
         if role == Qt.ItemDataRole.ForegroundRole:
             # An offline machine's facts are history: grey them so live rows stand out.
-            if state == "offline" and key != "state":
+            if key == "state":
+                return self._state_cell(index.row(), row, role)
+            if state == "offline":
                 return QGuiApplication.palette().color(
                     QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text
                 )
@@ -344,6 +354,8 @@ class NodeTableModel(QAbstractTableModel):
                 lines.append(f"ffdesk {_html(row['app_version'])}")
             if row.get("pid"):
                 lines.append(f"Process {row['pid']}")
+            if row.get("state") == "quarantined" and row.get("state_reason"):
+                lines.append(f"<b>Quarantined:</b> {_html(row['state_reason'])}")
             return "<br>".join(lines)
         return None
 
@@ -359,19 +371,32 @@ class NodeTableModel(QAbstractTableModel):
 
     def _state_cell(self, r: int, row: dict[str, Any], role: int) -> Any:
         state = str(row.get("state") or "")
-        if role in (Qt.ItemDataRole.DisplayRole, SORT_ROLE):
-            return STATE_LABELS.get(state, state.capitalize() or _DASH)
+        label = STATE_LABELS.get(state, state.capitalize() or _DASH)
+        reason = str(row.get("state_reason") or "")
+        shown = reason if state in _REASON_SHOWN else ""
+        if role == SORT_ROLE:
+            return label
+        if role == Qt.ItemDataRole.DisplayRole:
+            return f"{label} · {shown}" if shown else label
+        if role == SEGMENTS_ROLE:
+            # The state in its colour (the ForegroundRole), the reason in plain muted text.
+            return [(label, "bold"), (f" · {shown}", "note")] if shown else None
         if role == Qt.ItemDataRole.DecorationRole:
             return state_icon(state) if state else None
         if role == Qt.ItemDataRole.ForegroundRole:
-            return None
+            return state_color(state) if state in _REASON_SHOWN else None
         if role == Qt.ItemDataRole.ToolTipRole:
-            reason = row.get("state_reason")
             recorded = row.get("recorded_state")
             tip = STATE_LABELS.get(state, state)
             if state in ("stale", "offline") and recorded and recorded != state:
                 tip += f" (its last own word: {recorded})"
-            return f"{tip}: {reason}" if reason else tip
+            tip = f"{tip}: {reason}" if reason else tip
+            if state == "quarantined":
+                tip += (
+                    "\nThe node stopped taking jobs after repeated environment failures. "
+                    "Fix the cause, then Resume it."
+                )
+            return tip
         return None
 
     def _heartbeat_cell(self, r: int, row: dict[str, Any], role: int) -> Any:
@@ -577,10 +602,12 @@ def _runs_descending(rows: Sequence[int]) -> list[tuple[int, int]]:
 class _SegmentDelegate(QStyledItemDelegate):
     """Paints SEGMENTS_ROLE cells: bold names, muted notes, tag pills and lists.
 
-    Segment kinds: "bold", "normal", "muted" (plain text, elided at the edge); "tag" (a
-    pill); "item" / "item-bold" (list entries joined by ", ") and "more" (text = how many
-    entries the model left out). List entries are dropped whole when the column is narrow
-    and counted into the trailing "+N", so a cut never leaves "libx2…," behind.
+    Segment kinds: "bold", "normal", "muted" (plain text, elided at the edge; drawn in the
+    cell's ForegroundRole colour when it has one); "note" (muted text in the palette's colour,
+    whatever the ForegroundRole); "tag" (a pill); "item" / "item-bold" (list entries joined
+    by ", ") and "more" (text = how many entries the model left out). List entries are
+    dropped whole when the column is narrow and counted into the trailing "+N", so a cut
+    never leaves "libx2…," behind.
     """
 
     _GAP = 6
@@ -605,6 +632,8 @@ class _SegmentDelegate(QStyledItemDelegate):
         text_color = palette.color(
             QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text
         )
+        note = QColor(text_color)
+        note.setAlphaF(0.75)
         foreground = index.data(Qt.ItemDataRole.ForegroundRole)
         if isinstance(foreground, QColor) and not selected:
             text_color = foreground
@@ -654,7 +683,7 @@ class _SegmentDelegate(QStyledItemDelegate):
             font = bold if kind == "bold" else plain
             metrics = QFontMetrics(font)
             painter.setFont(font)
-            painter.setPen(muted if kind == "muted" else text_color)
+            painter.setPen(muted if kind == "muted" else note if kind == "note" else text_color)
             shown = metrics.elidedText(text, Qt.TextElideMode.ElideRight, int(remaining))
             painter.drawText(rect.adjusted(x - rect.left(), 0, 0, 0), align, shown)
             x += metrics.horizontalAdvance(shown)
@@ -795,7 +824,7 @@ class NodesView(QWidget):
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         header.setSectionResizeMode(NodeTableModel.COL["encoders"], QHeaderView.ResizeMode.Stretch)
         self._delegate = _SegmentDelegate(self.table)
-        for key in ("node", "encoders"):
+        for key in ("node", "state", "encoders"):
             self.table.setItemDelegateForColumn(NodeTableModel.COL[key], self._delegate)
         self._number_delegate = _NumberDelegate(self.table)
         for key in _NUMERIC:
@@ -821,6 +850,20 @@ class NodesView(QWidget):
         self.summary.setContentsMargins(0, 0, 6, 0)
         self.toolbar.addWidget(self.summary)
 
+        # Quarantined nodes need a person: say so above the table, reason included, so it
+        # is seen without hovering and whatever the State column's width.
+        self.banner = QLabel(self)
+        self.banner.setWordWrap(True)
+        self.banner.setTextFormat(Qt.TextFormat.RichText)
+        self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        color = state_color("quarantined")
+        rgb = f"{color.red()}, {color.green()}, {color.blue()}"
+        self.banner.setStyleSheet(
+            f"QLabel {{ background-color: rgba({rgb}, 0.10);"
+            f" border: 1px solid rgba({rgb}, 0.45); border-radius: 4px; padding: 4px 8px; }}"
+        )
+        self.banner.hide()
+
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
@@ -828,6 +871,10 @@ class NodesView(QWidget):
         top.setContentsMargins(4, 0, 4, 0)
         top.addWidget(self.toolbar)
         layout.addLayout(top)
+        banner_row = QHBoxLayout()
+        banner_row.setContentsMargins(4, 0, 4, 2)
+        banner_row.addWidget(self.banner)
+        layout.addLayout(banner_row)
         layout.addWidget(self.table)
 
         self.table.selectionModel().selectionChanged.connect(self._on_selection_changed)
@@ -876,22 +923,53 @@ class NodesView(QWidget):
     def _update_actions(self, *_args: object) -> None:
         allowed = allowed_actions(self.selected_state())
         identifier = self.selected_identifier()
+        quarantined = self.selected_state() == "quarantined"
         for name, label, _icon, tip in ACTIONS:
             action = self.actions_by_name[name]
             action.setEnabled(name in allowed)
             target = f" {identifier}" if identifier else " the selected node"
-            action.setToolTip(f"{label}{target}: {tip.lower()}")
+            if name == "resume" and quarantined:
+                tip = "Lift the quarantine and take new jobs again (fix the cause first)"
+            action.setToolTip(f"{label}{target}: {tip[0].lower()}{tip[1:]}")
 
     def _update_summary(self) -> None:
         states = [str(self.model.node(r).get("state") or "") for r in range(self.model.rowCount())]
         if not states:
             self.summary.setText("No nodes have joined yet")
+            self._update_banner()
             return
         total = sum(int(_number(self.model.node(r).get("slots")) or 0) for r in range(len(states)))
         busy = sum(int(_number(self.model.node(r).get("running")) or 0) for r in range(len(states)))
         online = sum(s in ("online", "draining", "paused") for s in states)
         noun = "node" if len(states) == 1 else "nodes"
-        self.summary.setText(f"{len(states)} {noun} · {online} up · {busy} of {total} slots busy")
+        text = f"{len(states)} {noun} · {online} up · {busy} of {total} slots busy"
+        quarantined = states.count("quarantined")
+        if quarantined:
+            text += f" · {quarantined} quarantined"
+        self.summary.setText(text)
+        self._update_banner()
+
+    def _update_banner(self) -> None:
+        rows = [self.model.node(r) for r in range(self.model.rowCount())]
+        held = [row for row in rows if row.get("state") == "quarantined"]
+        if not held:
+            self.banner.hide()
+            self.banner.clear()
+            return
+        color = state_color("quarantined").name()
+        lines = []
+        for row in held[:_BANNER_LINES]:
+            reason = row.get("state_reason") or "no reason recorded"
+            lines.append(
+                f'<b style="color:{color}">{_html(row["identifier"])}</b> is quarantined: '
+                f"{_html(reason)}"
+            )
+        if len(held) > _BANNER_LINES:
+            lines.append(f"and {len(held) - _BANNER_LINES} more")
+        hint = "it" if len(held) == 1 else "them"
+        lines.append(f"<i>Fix the cause, then select {hint} and press Resume.</i>")
+        self.banner.setText("<br>".join(lines))
+        self.banner.show()
 
     def _on_selection_changed(self, _selected: QItemSelection, _deselected: QItemSelection):
         self._update_actions()
@@ -905,6 +983,8 @@ class NodesView(QWidget):
         if top_left.column() <= state_col <= bottom_right.column():
             self._update_actions()
             self._update_summary()
+            if self._sized:
+                self._fit_state_column()
 
     def _on_rows_inserted(self, *_args: object) -> None:
         if not self._sized:
@@ -917,7 +997,17 @@ class NodesView(QWidget):
                     cap = 240 if key in ("node", "host") else 180
                     header.resizeSection(col, min(header.sectionSize(col) + 8, cap))
             self._sized = True
+        self._fit_state_column()
         self._update_actions()
+
+    def _fit_state_column(self) -> None:
+        """Widen the State column (never narrow it) so a shown reason ("Quarantined · 3
+        environment failures in a row; ...") is readable; the tooltip has all of it."""
+        col = NodeTableModel.COL["state"]
+        header = self.table.horizontalHeader()
+        want = min(self.table.sizeHintForColumn(col) + 8, _STATE_COLUMN_MAX)
+        if want > header.sectionSize(col):
+            header.resizeSection(col, want)
 
     def _on_table_context_menu(self, pos: QPoint) -> None:
         index = self.table.indexAt(pos)

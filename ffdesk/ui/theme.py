@@ -21,6 +21,7 @@ STATE_COLORS: dict[str, str] = {
     "failed": "#e5533d",
     "canceled": "#a0a4ab",
     "dead": "#9b2c2c",
+    "retry": "#f2a93b",  # queued, waiting out the backoff after a failed run
     # nodes
     "online": "#27ae60",
     "stale": "#f2a93b",
@@ -36,6 +37,47 @@ STATE_COLORS: dict[str, str] = {
 }
 
 STATE_LABELS: dict[str, str] = {s: s.capitalize() for s in STATE_COLORS}
+
+# Failure classes (ffdesk.ffmpeg.failure.FailureKind): what ffdesk does about a failure.
+FAILURE_KIND_COLORS: dict[str, str] = {
+    "transient": "#d08a1e",  # amber: it will pass, retried later
+    "environment": "#c2571a",  # orange: this node's problem, retried on another node
+    "input": "#c0392b",  # red: the file itself, fails for good
+    "config": "#8e44ad",  # purple: the preset, fails for good
+    "unknown": "#6b7280",
+    "canceled": "#6b7280",
+}
+FAILURE_KIND_HELP: dict[str, str] = {
+    "transient": "Transient: a passing problem (network, signal, memory); retried after a pause",
+    "environment": (
+        "Environment: this node cannot run it (disk, GPU, codec, permission); "
+        "retried on another node, or here after a pause when there is none"
+    ),
+    "input": "Input: the file itself is missing or broken; not retried",
+    "config": "Config: the preset's arguments are wrong; not retried",
+    "unknown": "Unknown: not recognised; retried after a pause, like a transient one",
+    "canceled": "Canceled: stopped on request",
+}
+
+# What each class blames, short enough for a form row (the help above says what is done).
+FAILURE_KIND_CAUSES: dict[str, str] = {
+    "transient": "a passing problem",
+    "environment": "the node's setup (disk, GPU, codec, permissions)",
+    "input": "the input file",
+    "config": "the preset's arguments",
+    "unknown": "not recognised",
+    "canceled": "stopped on request",
+}
+
+
+def failure_kind_color(kind: str | None) -> QColor:
+    return QColor(FAILURE_KIND_COLORS.get(kind or "", "#6b7280"))
+
+
+def failure_kind_help(kind: str | None) -> str:
+    if not kind:
+        return ""
+    return FAILURE_KIND_HELP.get(kind, kind.capitalize())
 
 
 def state_color(state: str) -> QColor:

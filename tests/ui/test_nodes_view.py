@@ -240,7 +240,7 @@ def test_local_node_is_marked(qtbot):
         ("paused", {"resume"}),
         ("stale", set()),
         ("offline", set()),
-        ("quarantined", set()),
+        ("quarantined", {"resume"}),
         (None, set()),
     ],
 )
