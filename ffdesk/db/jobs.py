@@ -232,23 +232,30 @@ async def mark_started(
         "dur": duration_s,
         "probe": Jsonb(input_probe),
     }
-    async with conn.transaction():
-        cur = await conn.execute(
-            f"UPDATE jobs SET started_at = clock_timestamp(), duration_s = %(dur)s, progress = 0 "
-            f"WHERE {_FENCE}",
-            params,
-        )
-        if cur.rowcount != 1:
-            return False
-        await conn.execute(
-            """UPDATE attempts SET started_at = clock_timestamp(), argv = %(argv)s,
-                   ffmpeg_version = %(ver)s, ffmpeg_sha256 = %(sha)s,
-                   ffmpeg_fingerprint = %(fp)s, input_probe = %(probe)s, pid = %(pid)s
-             WHERE id = %(claim)s""",
-            params,
-        )
-        await _event(conn, "started", lease.job_id, node, {"claim": lease.claim, "pid": pid})
-    return True
+    # One statement (three round trips before): it sits between claim and FFmpeg's start.
+    cur = await conn.execute(
+        f"""WITH started AS (
+                UPDATE jobs SET started_at = clock_timestamp(), duration_s = %(dur)s,
+                       progress = 0
+                 WHERE {_FENCE}
+                RETURNING id
+            ), att AS (
+                UPDATE attempts SET started_at = clock_timestamp(), argv = %(argv)s,
+                       ffmpeg_version = %(ver)s, ffmpeg_sha256 = %(sha)s,
+                       ffmpeg_fingerprint = %(fp)s, input_probe = %(probe)s, pid = %(pid)s
+                 WHERE id = %(claim)s AND EXISTS (SELECT 1 FROM started)
+            ), ev AS (
+                INSERT INTO events (job_id, node, kind, detail)
+                SELECT id, %(node)s, 'started',
+                       jsonb_build_object('claim', %(claim)s::bigint, 'pid', %(pid)s::int)
+                  FROM started
+            )
+            SELECT count(*) FROM started""",
+        params,
+    )
+    row = await cur.fetchone()
+    await conn.commit()
+    return bool(row and row[0])
 
 
 async def report_progress(
@@ -401,12 +408,6 @@ async def finish(
     )
     if cur.rowcount != 1:
         return False
-    if input_probe is not None:
-        await conn.execute(
-            "UPDATE attempts SET input_probe = %s WHERE id = %s", [Jsonb(input_probe), lease.claim]
-        )
-    if audit is not None:
-        await _record_audit(conn, lease.claim, audit)
     outcome_name = "succeeded" if outcome.state == JobState.SUCCEEDED else "failed"
     await _close_attempt(
         conn,
@@ -417,6 +418,8 @@ async def finish(
         stderr=(blob, size),
         kind=outcome.kind,
         retry_in=outcome.retry_in if outcome.state == JobState.QUEUED else None,
+        input_probe=input_probe,
+        audit=audit,
     )
     detail: dict[str, Any] = {"claim": lease.claim, "reason": outcome.reason}
     if outcome.kind:
@@ -434,25 +437,6 @@ async def finish(
     return True
 
 
-async def _record_audit(conn: Conn, claim: int, audit: RunAudit) -> None:
-    await conn.execute(
-        """UPDATE attempts SET
-               input_size = %(input_size)s,
-               input_mtime = CASE WHEN %(input_mtime)s::float8 IS NULL THEN NULL
-                                  ELSE to_timestamp(%(input_mtime)s::float8) END,
-               input_hash = %(input_hash)s, input_full_hash = %(input_full_hash)s,
-               output_path = %(output_path)s, output_size = %(output_size)s,
-               output_hash = %(output_hash)s, output_full_hash = %(output_full_hash)s,
-               output_probe = %(output_probe)s
-         WHERE id = %(claim)s""",
-        audit.__dict__
-        | {
-            "claim": claim,
-            "output_probe": Jsonb(audit.output_probe) if audit.output_probe else None,
-        },
-    )
-
-
 async def record_output_intent(conn: Conn, lease: Lease, audit: RunAudit) -> bool:
     """Before the final rename: the output's hash on our attempt row, committed on its own.
 
@@ -460,17 +444,24 @@ async def record_output_intent(conn: Conn, lease: Lease, audit: RunAudit) -> boo
     job still recognises the file as its own (keep-both replaces it instead of writing
     "name (2).ext"). False if we no longer own the run.
     """
-    cur = await conn.execute(
-        """UPDATE attempts a SET output_size = %(size)s, output_hash = %(hash)s,
-                   output_full_hash = %(full)s
-              FROM jobs j
-             WHERE a.id = %(claim)s AND a.finished_at IS NULL
-               AND j.id = %(job_id)s AND j.claim = %(claim)s
-               AND j.node_session = %(session)s AND j.state = 'running'""",
-        _fence_params(lease)
-        | {"size": audit.output_size, "hash": audit.output_hash, "full": audit.output_full_hash},
-    )
-    await conn.commit()
+    async with conn.transaction():
+        # A hint for a rare crash window, not a result: it need not wait for the WAL flush
+        # (a lost hint costs at worst a "name (2).ext"), which keeps it off the job's path.
+        await conn.execute("SET LOCAL synchronous_commit = off")
+        cur = await conn.execute(
+            """UPDATE attempts a SET output_size = %(size)s, output_hash = %(hash)s,
+                       output_full_hash = %(full)s
+                  FROM jobs j
+                 WHERE a.id = %(claim)s AND a.finished_at IS NULL
+                   AND j.id = %(job_id)s AND j.claim = %(claim)s
+                   AND j.node_session = %(session)s AND j.state = 'running'""",
+            _fence_params(lease)
+            | {
+                "size": audit.output_size,
+                "hash": audit.output_hash,
+                "full": audit.output_full_hash,
+            },
+        )
     return cur.rowcount == 1
 
 
@@ -504,14 +495,42 @@ async def _close_attempt(
     counted: bool = True,
     kind: str | None = None,
     retry_in: float | None = None,
+    input_probe: dict[str, Any] | None = None,
+    audit: RunAudit | None = None,
 ) -> None:
+    """Everything the run leaves in its attempt row, in one statement (per-job cost)."""
+    a = audit or RunAudit()
     await conn.execute(
-        """UPDATE attempts SET finished_at = clock_timestamp(), outcome = %s, exit_code = %s,
-               reason = %s, stderr = coalesce(%s, stderr),
-               stderr_bytes = coalesce(%s, stderr_bytes), counted = %s, kind = %s,
-               retry_at = clock_timestamp() + make_interval(secs => %s::float8)
-         WHERE id = %s AND finished_at IS NULL""",
-        [outcome, exit_code, reason, stderr[0], stderr[1], counted, kind, retry_in, lease.claim],
+        """UPDATE attempts SET finished_at = clock_timestamp(), outcome = %(outcome)s,
+               exit_code = %(rc)s, reason = %(reason)s, counted = %(counted)s, kind = %(kind)s,
+               stderr = coalesce(%(stderr)s, stderr),
+               stderr_bytes = coalesce(%(stderr_bytes)s, stderr_bytes),
+               retry_at = clock_timestamp() + make_interval(secs => %(retry)s::float8),
+               input_probe = coalesce(%(probe)s, input_probe),
+               input_size = coalesce(%(input_size)s, input_size),
+               input_mtime = coalesce(to_timestamp(%(input_mtime)s::float8), input_mtime),
+               input_hash = coalesce(%(input_hash)s, input_hash),
+               input_full_hash = coalesce(%(input_full_hash)s, input_full_hash),
+               output_path = coalesce(%(output_path)s, output_path),
+               output_size = coalesce(%(output_size)s, output_size),
+               output_hash = coalesce(%(output_hash)s, output_hash),
+               output_full_hash = coalesce(%(output_full_hash)s, output_full_hash),
+               output_probe = coalesce(%(output_probe)s, output_probe)
+         WHERE id = %(claim)s AND finished_at IS NULL""",
+        a.__dict__
+        | {
+            "outcome": outcome,
+            "rc": exit_code,
+            "reason": reason,
+            "counted": counted,
+            "kind": kind,
+            "stderr": stderr[0],
+            "stderr_bytes": stderr[1],
+            "retry": retry_in,
+            "probe": Jsonb(input_probe) if input_probe is not None else None,
+            "output_probe": Jsonb(a.output_probe) if a.output_probe else None,
+            "claim": lease.claim,
+        },
     )
 
 
