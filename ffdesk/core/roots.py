@@ -96,7 +96,8 @@ class RootMap:
         # The relative part from the caller's own spelling (case kept), normalised.
         normal = p.normpath(_nfc(path))
         root_norm = p.normpath(_nfc(self.paths[name]))
-        rel = normal[len(root_norm) :].lstrip("/\\\\"[: 2 if self.windows else 1])
+        separators = "/\\\\" if self.windows else "/"  # a set of characters, not a prefix
+        rel = normal[len(root_norm) :].lstrip(separators)
         rel = rel.replace("\\", "/") if self.windows else rel
         return make_ref(name, rel)
 
