@@ -7,6 +7,7 @@ unexpected ones too (the traceback goes to the log file, never to the terminal).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -112,6 +113,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--priority", type=int, default=0, help="higher runs first")
     submit.add_argument("--max-attempts", type=int, default=None, metavar="N")
+    submit.add_argument("--tag", action="append", default=[], metavar="TAG",
+                        help="run only on nodes with this tag (repeatable)")
+    submit.add_argument("--pin", metavar="NODE", help="run only on this node")
+    submit.add_argument("--ffmpeg-min", metavar="VERSION", help="e.g. 6.0")
+    submit.add_argument("--ffmpeg-max", metavar="VERSION", help="e.g. 7.1 (7.1.x included)")
     submit.add_argument("--json", action="store_true")
     submit.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
 
@@ -311,7 +317,10 @@ def _install_stop_handlers(loop: Any, node: Any) -> None:
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings, places: Places) -> int:
+    from ffdesk.core.roots import RootMap
     from ffdesk.db import jobs as jobs_sql
+    from ffdesk.db import nodes as nodes_sql
+    from ffdesk.engine.routing import Placement
     from ffdesk.engine.submit import SubmitRequest, is_url, plan_jobs, submitter
 
     presets = _load_presets(places)
@@ -330,11 +339,25 @@ def cmd_submit(args: argparse.Namespace, settings: Settings, places: Places) -> 
         output_dir=Path(out_dir) if out_dir else None,
         priority=args.priority,
         max_attempts=max_attempts,
+        tags=args.tag,
+        pin=args.pin,
+        ffmpeg_min=_version_arg(args.ffmpeg_min, "--ffmpeg-min"),
+        ffmpeg_max=_version_arg(args.ffmpeg_max, "--ffmpeg-max"),
     )
-    planned = plan_jobs(request)  # before touching the database: bad input queues nothing
-    ids = _run_db(
-        settings, places, lambda c: jobs_sql.enqueue(c, planned, submitted_by=submitter())
-    )
+    plan_jobs(request)  # before starting the database: bad input fails fast, queues nothing
+
+    async def enqueue(conn):
+        # Where this machine's paths sit among the cluster's storage roots decides how the
+        # jobs store them and whether they are pinned here.
+        placement = Placement(
+            RootMap(dict(settings.roots)),
+            await nodes_sql.cluster_has_roots(conn),
+            settings.identifier,
+        )
+        planned = plan_jobs(dataclasses.replace(request, placement=placement))
+        return planned, await jobs_sql.enqueue(conn, planned, submitted_by=submitter())
+
+    planned, ids = _run_db(settings, places, enqueue)
     if args.json:
         _print_json(
             [
@@ -346,6 +369,12 @@ def cmd_submit(args: argparse.Namespace, settings: Settings, places: Places) -> 
         for job_id in ids:
             print(job_id)
     return EXIT_OK
+
+
+def _version_arg(value: str | None, flag: str) -> str | None:
+    if value is not None and not re.match(r"^\d+(\.\d+){0,2}$", value):
+        raise ConfigError(f"{flag}: '{value}' is not a version such as 6.0 or 7.1.1")
+    return value
 
 
 def _load_presets(places: Places):

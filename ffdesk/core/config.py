@@ -17,6 +17,7 @@ from typing import Any
 from ffdesk.core.errors import ConfigError
 from ffdesk.core.places import Places
 from ffdesk.core.policy import PolicyError, parse_size
+from ffdesk.core.roots import parse_root_mappings
 
 
 def default_slots() -> int:
@@ -56,6 +57,10 @@ class Settings:
     stall_timeout: float = 120.0  # seconds without FFmpeg progress before the run is stopped
     memory_limit: str = ""  # per-job FFmpeg RSS cap, e.g. "4G" (a preset may set its own)
     full_hash: bool = False  # hash whole inputs and outputs, not only their first/last 8 MiB
+    # Storage roots (issue 6): this machine's path for each cluster-wide root name, e.g.
+    # {media = "/mnt/media"}; checked at start and every roots_check seconds.
+    roots: dict[str, str] = field(default_factory=dict)
+    roots_check: float = 120.0
     debug: str = ""  # comma separated areas: db,queue,ffmpeg,cluster,node or "all"
 
     @property
@@ -71,6 +76,8 @@ _TYPES: dict[str, type] = {f.name: f.type for f in fields(Settings)}  # type: ig
 
 
 def _coerce(name: str, value: Any, origin: str) -> Any:
+    if name == "roots":
+        return parse_root_mappings(value, origin)
     kind = str(_TYPES[name])
     try:
         if value is None:
@@ -100,7 +107,7 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
         raise ConfigError(f"{origin}: 'slots' must be at least 1")
     if name in ("heartbeat", "poll_interval") and result <= 0:
         raise ConfigError(f"{origin}: '{name}' must be greater than 0")
-    if name in ("retry_base", "retry_max", "stall_timeout") and result <= 0:
+    if name in ("retry_base", "retry_max", "stall_timeout", "roots_check") and result <= 0:
         raise ConfigError(f"{origin}: '{name}' must be greater than 0")
     if name == "quarantine_after" and result < 1:
         raise ConfigError(f"{origin}: 'quarantine_after' must be at least 1")

@@ -39,6 +39,14 @@ class NewJob:
     meta: dict[str, Any] = field(default_factory=dict)
     # The preset's run policy at submit time (see ffdesk.ffmpeg.presets.RunPolicy).
     policy: dict[str, Any] = field(default_factory=dict)
+    # Routing (see ffdesk.engine.routing): only a node that satisfies all of these claims it.
+    in_roots: list[str] = field(default_factory=list)  # storage roots it reads
+    out_roots: list[str] = field(default_factory=list)  # storage roots it writes
+    requires: list[str] = field(default_factory=list)  # encoders the preset uses
+    tags: list[str] = field(default_factory=list)  # node tags asked for
+    pinned_node: str | None = None  # a path outside every root: only that node sees it
+    ffmpeg_min: str | None = None  # FFmpeg version range, e.g. "6.0" .. "7.1"
+    ffmpeg_max: str | None = None
 
 
 @dataclass(slots=True)  # the console holds 100 000 of these: slots save ~40 % of memory
@@ -77,6 +85,13 @@ class Job:
     avoid_nodes: list[str] = field(default_factory=list)  # nodes this job will not run on
     policy: dict[str, Any] = field(default_factory=dict)
     written: str | None = None  # the file actually written (keep-both may pick a new name)
+    in_roots: list[str] = field(default_factory=list)
+    out_roots: list[str] = field(default_factory=list)
+    requires: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    pinned_node: str | None = None
+    ffmpeg_min: str | None = None
+    ffmpeg_max: str | None = None
 
     @property
     def queue_seconds(self) -> float | None:

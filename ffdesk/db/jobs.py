@@ -28,7 +28,8 @@ _JOB_COLUMNS = (
     "id, state, priority, input, output, preset, preset_args, needs, attempt, max_attempts, "
     "claim, node, node_session, lease_until, not_before, created_at, claimed_at, started_at, "
     "finished_at, progress, fps, speed, eta_s, out_time_s, duration_s, exit_code, reason, "
-    "submitted_by, meta, revision, failure_kind, avoid_nodes, policy, written"
+    "submitted_by, meta, revision, failure_kind, avoid_nodes, policy, written, "
+    "in_roots, out_roots, requires, tags, pinned_node, ffmpeg_min, ffmpeg_max"
 )
 _FENCE = (
     "id = %(job_id)s AND claim = %(claim)s AND node_session = %(session)s AND state = 'running'"
@@ -112,6 +113,13 @@ async def enqueue(conn: Conn, jobs: Sequence[NewJob], *, submitted_by: str) -> l
             "max_attempts": j.max_attempts,
             "meta": j.meta,
             "policy": j.policy,
+            "in_roots": j.in_roots,
+            "out_roots": j.out_roots,
+            "requires": j.requires,
+            "tags": j.tags,
+            "pinned_node": j.pinned_node,
+            "ffmpeg_min": j.ffmpeg_min,
+            "ffmpeg_max": j.ffmpeg_max,
         }
         for i, j in enumerate(jobs)
     ]
@@ -121,12 +129,18 @@ async def enqueue(conn: Conn, jobs: Sequence[NewJob], *, submitted_by: str) -> l
             WITH src AS (
                 SELECT * FROM jsonb_to_recordset(%(rows)s) AS r(
                     ord int, input text, output text, preset text, preset_args jsonb,
-                    needs text[], priority int, max_attempts int, meta jsonb, policy jsonb)
+                    needs text[], priority int, max_attempts int, meta jsonb, policy jsonb,
+                    in_roots text[], out_roots text[], requires text[], tags text[],
+                    pinned_node text, ffmpeg_min text, ffmpeg_max text)
             ), ins AS (
                 INSERT INTO jobs (input, output, preset, preset_args, needs, priority,
-                                  max_attempts, meta, policy, submitted_by)
+                                  max_attempts, meta, policy, submitted_by, in_roots, out_roots,
+                                  requires, tags, pinned_node, ffmpeg_min, ffmpeg_max)
                 SELECT input, output, preset, preset_args, coalesce(needs, '{}'), priority,
-                       max_attempts, meta, coalesce(policy, '{}'), %(by)s
+                       max_attempts, meta, coalesce(policy, '{}'), %(by)s,
+                       coalesce(in_roots, '{}'), coalesce(out_roots, '{}'),
+                       coalesce(requires, '{}'), coalesce(tags, '{}'), pinned_node,
+                       ffmpeg_min, ffmpeg_max
                   FROM src ORDER BY ord
                 RETURNING id
             ), ev AS (
@@ -143,6 +157,29 @@ async def enqueue(conn: Conn, jobs: Sequence[NewJob], *, submitted_by: str) -> l
 # --------------------------------------------------------------------------- claim
 
 
+# The claiming node as the routing sees it. A node that is not registered (queue-level tests,
+# tools) has no roots, encoders or tags: it can run only jobs that need none.
+_ME = """me AS (
+            SELECT coalesce(n.roots_read, '{}') AS roots_read,
+                   coalesce(n.roots_write, '{}') AS roots_write,
+                   coalesce(n.encoders, '{}') AS encoders, coalesce(n.tags, '{}') AS tags,
+                   n.ffmpeg_semver AS semver
+              FROM (SELECT 1) one LEFT JOIN nodes n ON n.identifier = %(node)s
+        )"""
+
+# A queued job this node may run (alias j; the node as m from _ME): routing by storage roots,
+# encoders, tags, pinning and FFmpeg version, and never on a node it avoids.
+_RUNNABLE = """j.state = 'queued' AND NOT %(node)s = ANY(j.avoid_nodes)
+               AND (j.pinned_node IS NULL OR j.pinned_node = %(node)s)
+               AND j.in_roots <@ m.roots_read AND j.out_roots <@ m.roots_write
+               AND j.requires <@ m.encoders AND j.tags <@ m.tags
+               AND (j.ffmpeg_min IS NULL
+                    OR m.semver >= string_to_array(j.ffmpeg_min, '.')::int[])
+               AND (j.ffmpeg_max IS NULL
+                    OR m.semver[1:cardinality(string_to_array(j.ffmpeg_max, '.'))]
+                       <= string_to_array(j.ffmpeg_max, '.')::int[])"""
+
+
 async def claim(
     conn: Conn, *, node: str, session: str, host: str, limit: int, lease_seconds: float
 ) -> list[Job]:
@@ -157,13 +194,23 @@ async def claim(
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         f"""
-        WITH picked AS MATERIALIZED (
-            SELECT id FROM jobs
-             WHERE state = 'queued' AND not_before <= now()
-               AND NOT %(node)s = ANY(avoid_nodes)
-             ORDER BY priority DESC, id
+        WITH {_ME},
+        cand AS (
+            -- Candidates from two index scans: the highest priorities and the oldest jobs.
+            -- The oldest are always among them, so aging's bound holds however many
+            -- high-priority jobs keep arriving; sorting a few hundred rows stays cheap.
+            (SELECT j.id FROM jobs j, me m WHERE {_RUNNABLE} AND j.not_before <= now()
+              ORDER BY j.priority DESC, j.id LIMIT %(cand)s)
+            UNION
+            (SELECT j.id FROM jobs j, me m WHERE {_RUNNABLE} AND j.not_before <= now()
+              ORDER BY j.id LIMIT %(cand)s)
+        ), picked AS MATERIALIZED (
+            SELECT j.id FROM jobs j JOIN cand USING (id), cluster c
+             WHERE j.state = 'queued'
+             ORDER BY j.priority + floor(extract(epoch FROM now() - j.created_at) / c.aging_s)
+                      DESC, j.id
              LIMIT %(limit)s
-             FOR UPDATE SKIP LOCKED
+             FOR UPDATE OF j SKIP LOCKED
         ), claimed AS (
             UPDATE jobs j
                SET state = 'running', attempt = j.attempt + 1, claim = nextval('ffdesk_claim'),
@@ -185,7 +232,14 @@ async def claim(
         )
         SELECT {_JOB_COLUMNS} FROM claimed ORDER BY priority DESC, id
         """,
-        {"limit": limit, "node": node, "session": session, "host": host, "lease": lease_seconds},
+        {
+            "limit": limit,
+            "cand": max(256, 8 * limit),
+            "node": node,
+            "session": session,
+            "host": host,
+            "lease": lease_seconds,
+        },
     )
     jobs = [_job(r) for r in await cur.fetchall()]
     await conn.commit()
@@ -197,9 +251,10 @@ async def next_due(conn: Conn, *, node: str) -> float | None:
     waiting out its backoff); None if there is none. Lets an idle node sleep until then
     instead of finding it one poll interval late."""
     cur = await conn.execute(
-        """SELECT extract(epoch FROM min(not_before) - now())::float8 FROM jobs
-            WHERE state = 'queued' AND not_before > now() AND NOT %s = ANY(avoid_nodes)""",
-        [node],
+        f"""WITH {_ME}
+            SELECT extract(epoch FROM min(j.not_before) - now())::float8 FROM jobs j, me m
+             WHERE {_RUNNABLE} AND j.not_before > now()""",
+        {"node": node},
     )
     row = await cur.fetchone()
     await conn.commit()

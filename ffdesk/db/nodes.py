@@ -107,6 +107,142 @@ async def quarantine(conn: Conn, identifier: str, session: str, reason: str) -> 
     return cur.rowcount == 1
 
 
+async def publish_capabilities(
+    conn: Conn,
+    identifier: str,
+    session: str,
+    *,
+    roots_read: list[str],
+    roots_write: list[str],
+    roots_status: dict[str, Any],
+    semver: list[int] | None,
+) -> None:
+    """What this node can reach and run, as the claim's routing reads it."""
+    await conn.execute(
+        """UPDATE nodes SET roots_read = %s, roots_write = %s, roots_status = %s,
+                  ffmpeg_semver = %s
+            WHERE identifier = %s AND session = %s""",
+        [sorted(roots_read), sorted(roots_write), Jsonb(roots_status), semver, identifier,
+         session],
+    )
+    await conn.commit()
+
+
+async def list_roots(conn: Conn) -> list[dict[str, Any]]:
+    """Cluster-wide root names, each with every node's mapping and its last check."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        """SELECT r.name, r.description, r.created_at, r.created_by,
+                  coalesce(jsonb_object_agg(n.identifier, n.roots_status -> r.name)
+                           FILTER (WHERE n.roots_status ? r.name), '{}') AS nodes
+             FROM roots r LEFT JOIN nodes n ON n.state <> 'offline'
+            GROUP BY r.name ORDER BY r.name"""
+    )
+    rows = list(await cur.fetchall())
+    await conn.commit()
+    return rows
+
+
+async def add_root(conn: Conn, name: str, description: str, *, by: str) -> bool:
+    cur = await conn.execute(
+        """INSERT INTO roots (name, description, created_by) VALUES (%s, %s, %s)
+           ON CONFLICT (name) DO NOTHING""",
+        [name, description, by],
+    )
+    await conn.commit()
+    return cur.rowcount == 1
+
+
+async def remove_root(conn: Conn, name: str) -> tuple[bool, int]:
+    """(removed, queued or running jobs that still use it: then nothing is removed)."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            """SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')
+                 AND (%s = ANY(in_roots) OR %s = ANY(out_roots))""",
+            [name, name],
+        )
+        row = await cur.fetchone()
+        using = int(row[0]) if row else 0
+        if using:
+            return False, using
+        cur = await conn.execute("DELETE FROM roots WHERE name = %s", [name])
+        return cur.rowcount == 1, 0
+
+
+async def cluster_has_roots(conn: Conn) -> bool:
+    cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM roots)")
+    row = await cur.fetchone()
+    await conn.commit()
+    return bool(row and row[0])
+
+
+async def explain_waiting(conn: Conn) -> int:
+    """Write why queued jobs wait when no online node can run them ("waiting: no online
+    node has hevc_nvenc") into their reason, and clear it once one can. One node at a time
+    does it (a transaction-level advisory lock). Returns the number of jobs changed."""
+    async with conn.transaction():
+        cur = await conn.execute("SELECT pg_try_advisory_xact_lock(hashtext('ffdesk-waiting'))")
+        row = await cur.fetchone()
+        if not row or not row[0]:
+            return 0
+        cur = await conn.execute(_EXPLAIN_WAITING)
+        return cur.rowcount
+
+
+_EXPLAIN_WAITING = """
+WITH live AS (
+    SELECT identifier, roots_read, roots_write, encoders, tags, ffmpeg_semver AS semver
+      FROM nodes
+     WHERE state = 'online' AND now() - heartbeat_at < make_interval(secs => lease_s)
+), why AS (
+    SELECT j.id, CASE
+        WHEN NOT EXISTS (SELECT 1 FROM live) THEN 'waiting: no node is online'
+        WHEN j.pinned_node IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM live WHERE identifier = j.pinned_node)
+            THEN 'waiting: pinned to node ' || j.pinned_node || ' (a path outside every '
+                 || 'storage root), which is not online'
+        WHEN NOT EXISTS (SELECT 1 FROM live n WHERE j.in_roots <@ n.roots_read
+                                                AND j.out_roots <@ n.roots_write)
+            THEN 'waiting: no online node can reach storage root '
+                 || array_to_string(ARRAY(
+                        SELECT r FROM unnest(j.in_roots || j.out_roots) r
+                         WHERE NOT EXISTS (SELECT 1 FROM live n
+                                            WHERE r = ANY(n.roots_read))), ', ')
+        WHEN NOT EXISTS (SELECT 1 FROM live n WHERE j.requires <@ n.encoders)
+            THEN 'waiting: no online node has ' || array_to_string(ARRAY(
+                        SELECT e FROM unnest(j.requires) e
+                         WHERE NOT EXISTS (SELECT 1 FROM live n
+                                            WHERE e = ANY(n.encoders))), ', ')
+        WHEN NOT EXISTS (SELECT 1 FROM live n WHERE j.tags <@ n.tags)
+            THEN 'waiting: no online node has the tag(s) ' || array_to_string(j.tags, ', ')
+        WHEN NOT EXISTS (
+                SELECT 1 FROM live n
+                 WHERE (j.ffmpeg_min IS NULL
+                        OR n.semver >= string_to_array(j.ffmpeg_min, '.')::int[])
+                   AND (j.ffmpeg_max IS NULL
+                        OR n.semver[1:cardinality(string_to_array(j.ffmpeg_max, '.'))]
+                           <= string_to_array(j.ffmpeg_max, '.')::int[]))
+            THEN 'waiting: no online node has FFmpeg '
+                 || coalesce(j.ffmpeg_min, '') || '..' || coalesce(j.ffmpeg_max, '')
+        WHEN NOT EXISTS (
+                SELECT 1 FROM live n
+                 WHERE (j.pinned_node IS NULL OR j.pinned_node = n.identifier)
+                   AND NOT n.identifier = ANY(j.avoid_nodes)
+                   AND j.in_roots <@ n.roots_read AND j.out_roots <@ n.roots_write
+                   AND j.requires <@ n.encoders AND j.tags <@ n.tags)
+            THEN 'waiting: no online node meets all of its requirements'
+        END AS reason
+      FROM jobs j
+     WHERE j.state = 'queued'
+)
+UPDATE jobs SET reason = why.reason
+  FROM why
+ WHERE jobs.id = why.id AND jobs.state = 'queued'
+   AND jobs.reason IS DISTINCT FROM why.reason
+   AND (why.reason IS NOT NULL OR jobs.reason LIKE 'waiting: %%')
+"""
+
+
 # What a person should see: a node that missed two beats is "stale"; one whose leases have
 # expired is "offline" even before a rescuer got round to writing that down.
 _SEEN_STATE = """

@@ -25,6 +25,7 @@ import psycopg
 from ffdesk.core.fingerprint import Fingerprint, fast_hash, fingerprint
 from ffdesk.core.model import Job, JobState, Lease
 from ffdesk.core.policy import Decision, RunPolicy, decide, format_size
+from ffdesk.core.roots import RootMap, is_ref
 from ffdesk.db import jobs as jobs_sql
 from ffdesk.engine.dbaccess import Pool
 from ffdesk.ffmpeg.failure import Failure, classify_failure
@@ -96,6 +97,7 @@ class JobRun:
         stats: NodeStats,
         limits: RunLimits | None = None,
         journal: TempJournal | None = None,
+        root_map: RootMap | None = None,
     ) -> None:
         assert job.claim is not None
         self.job = job
@@ -109,8 +111,15 @@ class JobRun:
         self.stall_timeout = self.policy.stall_timeout or self.limits.stall_timeout
         self.memory_limit = self.policy.memory_limit or self.limits.memory_limit
         self.lease = Lease(job.id, job.claim, session)
-        self.temp = self.temp_path(job)
+        self.root_map = root_map or RootMap()
         self.is_url = bool(_URL.match(job.input))
+        # This node's own paths for the job's files (stored as root:relative references when
+        # under a storage root). None: this node lacks that root (the claim's routing should
+        # have prevented it; a root unmapped since is still handled).
+        self.input_path = self.root_map.resolve(job.input)
+        local_output = self.root_map.resolve(job.output)
+        self.output_path = Path(local_output) if local_output else None
+        self.temp = self.temp_path(job, self.root_map)
         self.lost_reason: str | None = None
         self.interrupted: str | None = None
         # Set while we write our own final state: the NOTIFY of that very write must not
@@ -153,12 +162,20 @@ class JobRun:
     # ------------------------------------------------------------------ temp files
 
     @staticmethod
-    def temp_path(job: Job) -> Path:
-        return temp_output_path(Path(job.output), f"{job.id}-{job.claim}")
+    def temp_path(job: Job, root_map: RootMap | None = None) -> Path:
+        output = (root_map or RootMap()).resolve(job.output) or job.output
+        return temp_output_path(Path(output), f"{job.id}-{job.claim}")
 
     @staticmethod
-    def discard_temp_of(job: Job) -> None:
-        discard_output(JobRun.temp_path(job))
+    def discard_temp_of(job: Job, root_map: RootMap | None = None) -> None:
+        discard_output(JobRun.temp_path(job, root_map))
+
+    def _stored(self, path: Path) -> str:
+        """A local path as the cluster stores it: a root reference when the job's output
+        was one (other nodes find it through their own mapping), else the path."""
+        if is_ref(self.job.output):
+            return self.root_map.to_ref(str(path)) or str(path)
+        return str(path)
 
     # ------------------------------------------------------------------ the run
 
@@ -178,14 +195,29 @@ class JobRun:
         # 1. The input: there, a file, not empty, readable. A stat, not a probe: FFmpeg's own
         #    log describes the input (streams, duration) a moment after it starts, which
         #    saves an ffprobe process (~60 ms) before every job. URLs are FFmpeg's to open.
+        missing_root = [
+            ref for ref, local in ((job.input, self.input_path), (job.output, self.output_path))
+            if local is None
+        ]
+        if missing_root:
+            await self._fail(
+                Failure("environment", f"storage root of {missing_root[0]} is not mapped here")
+            )
+            return
+        assert self.input_path is not None and self.output_path is not None
         if not self.is_url:
             try:
-                self.input_size = await asyncio.to_thread(check_input, Path(job.input))
+                self.input_size = await self._check_input(Path(self.input_path))
             except ProbeError as exc:
-                await self._fail(Failure(_input_problem_kind(exc.reason), exc.reason))
+                kind = _input_problem_kind(exc.reason)
+                if is_ref(job.input) and kind == "input" and "not found" in exc.reason:
+                    # Under a storage root, "not there" may be this node's view of the share
+                    # (a mount that is slow or stale): another node may well see it.
+                    kind = "environment"
+                await self._fail(Failure(kind, exc.reason))
                 return
         # 2. The output folder, and an output that is already there.
-        output = Path(job.output)
+        output = self.output_path
         problem = await asyncio.to_thread(_check_output_dir, output.parent)
         if problem:
             await self._fail(Failure("environment", problem))
@@ -211,7 +243,7 @@ class JobRun:
             needs=tuple(job.needs),
             builtin=False,
         )
-        source = job.input if self.is_url else Path(job.input)
+        source = job.input if self.is_url else Path(self.input_path)
         argv = build_argv(self.tools.ffmpeg, preset.render(input=source, output=self.temp))
         loop = asyncio.get_running_loop()
         self.process = FfmpegProcess(
@@ -327,7 +359,7 @@ class JobRun:
     async def _take_fingerprint(self) -> Fingerprint | None:
         try:
             return await asyncio.to_thread(
-                fingerprint, Path(self.job.input), full=self.limits.full_hash
+                fingerprint, Path(self.input_path or ""), full=self.limits.full_hash
             )
         except OSError as exc:
             log.warning("job #%d: cannot fingerprint the input: %s", self.job.id, exc)
@@ -362,6 +394,18 @@ class JobRun:
                         f"'{self.job.preset}' needs one"
                     )
         return self.input
+
+    async def _check_input(self, path: Path) -> int:
+        """check_input, retried a few times for a "not found" under a storage root: network
+        mounts (SMB, NFS attribute caches) can lag behind the machine that wrote the file."""
+        for delay in (*INPUT_RETRIES, None):
+            try:
+                return await asyncio.to_thread(check_input, path)
+            except ProbeError as exc:
+                if delay is None or not is_ref(self.job.input) or "not found" not in exc.reason:
+                    raise
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     def _gone(self) -> bool:
         return self.lost_reason is not None or self.interrupted is not None
@@ -488,7 +532,8 @@ class JobRun:
         audit = await self._audit(self.temp)
         audit.output_probe = described.to_dict() if described else None
         conflict = self.policy.on_conflict
-        wanted = Path(self.job.output)
+        assert self.output_path is not None
+        wanted = self.output_path
 
         async def commit(conn: psycopg.AsyncConnection) -> str | None:
             async with conn.transaction():
@@ -499,20 +544,20 @@ class JobRun:
                 if await asyncio.to_thread(os.path.lexists, wanted) and conflict != "replace":
                     if conflict == "skip":
                         await jobs_sql.skip_existing(
-                            conn, self.lease, node=self.node, path=str(wanted)
+                            conn, self.lease, node=self.node, path=self._stored(wanted)
                         )
                         return "skipped"
                     own = await jobs_sql.own_output_hashes(conn, self.job.id)
                     if not own or await asyncio.to_thread(_fast_hash_or_none, wanted) not in own:
                         target, replace = await asyncio.to_thread(free_name, wanted), False
-                audit.output_path = str(target)
+                audit.output_path = self._stored(target)
                 for _ in range(100):
                     try:
                         await asyncio.to_thread(commit_output, self.temp, target, replace=replace)
                         break
                     except FileExistsError:  # someone else took that name just now
                         target = await asyncio.to_thread(free_name, target)
-                        audit.output_path = str(target)
+                        audit.output_path = self._stored(target)
                 reason = None if target == wanted else f"{wanted.name} existed: kept both"
                 ok = await jobs_sql.finish(
                     conn,
@@ -521,7 +566,7 @@ class JobRun:
                         JobState.SUCCEEDED,
                         exit_code=result.exit_code,
                         reason=reason,
-                        written=str(target),
+                        written=self._stored(target),
                     ),
                     input_probe=self.input.to_dict() if self.input else None,
                     duration_s=self.input.duration if self.input else None,
@@ -556,7 +601,7 @@ class JobRun:
         async def skip(conn: psycopg.AsyncConnection) -> bool:
             async with conn.transaction():
                 return await jobs_sql.skip_existing(
-                    conn, self.lease, node=self.node, path=str(output)
+                    conn, self.lease, node=self.node, path=self._stored(output)
                 )
 
         if await self._write(skip, "recording the skip", final=True):
@@ -666,6 +711,9 @@ def _cpu_seconds(pid: int) -> float | None:
     except psutil.Error:
         return None
     return times.user + times.system
+
+
+INPUT_RETRIES = (0.5, 1.0, 2.0)  # a network mount may take a moment to show a new file
 
 
 def _rss(pid: int) -> int | None:

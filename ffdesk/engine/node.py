@@ -25,7 +25,9 @@ import json
 import logging
 import os
 import platform
+import re
 import socket
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -39,6 +41,7 @@ from ffdesk import __version__
 from ffdesk.core.config import Settings
 from ffdesk.core.errors import ConfigError
 from ffdesk.core.model import Lease
+from ffdesk.core.roots import RootMap
 from ffdesk.core.secrets import mask_url
 from ffdesk.db import jobs as jobs_sql
 from ffdesk.db import migrate, nodes, samples
@@ -110,6 +113,8 @@ class Node:
         # a crash left them behind). None: no journal (embedded in tests).
         self.journal = TempJournal(data_dir, self.identifier) if data_dir is not None else None
         self.env_failures_in_row = 0  # environment failures since the last success here
+        self.root_map = RootMap(dict(settings.roots))  # this machine's path for each root
+        self.roots_status: dict[str, dict] = {}
         self._quarantine_pending = False  # decided here, not yet written to the database
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -171,6 +176,7 @@ class Node:
         try:
             await self.pool.run(migrate.migrate)
             await self._register()
+            await self._check_roots()
             await self._recover_own()
             if self.journal is not None:
                 swept = await asyncio.to_thread(self.journal.sweep)
@@ -184,6 +190,7 @@ class Node:
             self._spawn(self._listen_loop(), "listener")
             self._spawn(self._heartbeat_loop(), "heartbeat")
             self._spawn(self._rescue_loop(), "rescuer")
+            self._spawn(self._roots_loop(), "roots")
             log.info(
                 "node %s online: %d slot(s), ffmpeg %s, heartbeat %.1f s, database %s",
                 self.identifier,
@@ -306,9 +313,9 @@ class Node:
             )
         for job in stranded:
             if job.id in ids and job.claim is not None:
-                temp = JobRun.temp_path(job)
+                temp = JobRun.temp_path(job, self.root_map)
                 if temp.exists():
-                    JobRun.discard_temp_of(job)
+                    JobRun.discard_temp_of(job, self.root_map)
                     log.info("job #%d: removed the temp file its crashed run left: %s",
                              job.id, temp)
 
@@ -402,6 +409,7 @@ class Node:
             stats=self.stats,
             limits=self.limits,
             journal=self.journal,
+            root_map=self.root_map,
         )
         self.running[job.id] = run
         task = asyncio.create_task(run.run(), name=f"job-{job.id}")
@@ -446,6 +454,49 @@ class Node:
             f"quarantining node {self.identifier}",
         )
         self._quarantine_pending = False
+
+    # ------------------------------------------------------------------ roots and routing
+
+    async def _check_roots(self) -> None:
+        """Validate this node's storage roots and publish what it can reach (and its FFmpeg
+        version) for the claim's routing: a node never claims a job whose roots it lacks."""
+        assert self.pool is not None and self.tools is not None
+        status = await asyncio.to_thread(check_roots, self.root_map)
+        changed = status != self.roots_status
+        self.roots_status = status
+        for name, info in status.items():
+            if changed and info["error"]:
+                log.warning("storage root %s (%s): %s", name, info["path"], info["error"])
+        await self.pool.run(
+            lambda c: nodes.publish_capabilities(
+                c,
+                self.identifier,
+                self.session,
+                roots_read=[n for n, i in status.items() if i["read"]],
+                roots_write=[n for n, i in status.items() if i["write"]],
+                roots_status=status,
+                semver=semver_of(self.tools.identity.version),
+            )
+        )
+
+    async def _roots_loop(self) -> None:
+        """Re-check roots every ``roots_check`` seconds (a share that went away stops this
+        node claiming its jobs; one that came back lets it claim them again), and tell
+        queued jobs no online node can run why they wait (one node at a time does that)."""
+        assert self.pool is not None
+        waiting_every = max(self.settings.heartbeat * 2, 2.0)
+        last_roots = time.monotonic()
+        while True:
+            await asyncio.sleep(waiting_every)
+            try:
+                if time.monotonic() - last_roots >= self.settings.roots_check:
+                    last_roots = time.monotonic()
+                    await self._check_roots()
+                changed = await self.pool.run(nodes.explain_waiting)
+                if changed:
+                    qlog.debug("waiting reasons updated on %d queued job(s)", changed)
+            except DB_TROUBLE as exc:
+                clog.debug("roots/waiting check skipped: %s", _last_line(exc))
 
     async def _drain(self) -> None:
         """After stop: let running jobs finish within the grace period, then give them back."""
@@ -701,6 +752,41 @@ class Node:
                 )
             ):
                 log.warning("job #%d: claimed but never started here; given back", job_id)
+
+
+def semver_of(version: str | None) -> list[int] | None:
+    """[7, 1, 0] from "7.1", "n7.1.1", "5.1.9-0+deb12u1"; None for git builds ("N-1234-g")."""
+    found = re.match(r"^n?(\d+)\.(\d+)(?:\.(\d+))?", version or "")
+    if not found:
+        return None
+    return [int(found.group(1)), int(found.group(2)), int(found.group(3) or 0)]
+
+
+def check_roots(root_map: RootMap) -> dict[str, dict]:
+    """{name: {path, read, write, error}} for every mapped root: a real listing and a real
+    write test (permission bits lie on network shares)."""
+    status: dict[str, dict] = {}
+    for name, path in sorted(root_map.paths.items()):
+        info = {"path": path, "read": False, "write": False, "error": None}
+        status[name] = info
+        folder = Path(path)
+        try:
+            if not folder.is_dir():
+                info["error"] = "not found" if not folder.exists() else "not a folder"
+                continue
+            with os.scandir(folder) as entries:
+                next(entries, None)
+            info["read"] = True
+        except OSError as exc:
+            info["error"] = f"not readable: {exc.strerror or exc}"
+            continue
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".ffdesk-write-test-"):
+                pass
+            info["write"] = True
+        except OSError as exc:
+            info["error"] = f"read-only: {exc.strerror or exc}"
+    return status
 
 
 def _cpu_model() -> str:

@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 from ffdesk.core.errors import FfdeskError
 from ffdesk.core.media import expand
 from ffdesk.core.model import NewJob
+from ffdesk.engine.routing import Placement, routing
 from ffdesk.ffmpeg.presets import Preset
 
 
@@ -29,6 +30,12 @@ class SubmitRequest:
     priority: int = 0
     max_attempts: int | None = None  # None: the preset's, else 3
     urls: list[str] = field(default_factory=list)  # streamed inputs (http, rtmp, srt, ...)
+    # Where the submitting machine's paths sit among the storage roots, and routing asks.
+    placement: Placement = field(default_factory=Placement)
+    tags: list[str] = field(default_factory=list)
+    pin: str | None = None  # run only on this node
+    ffmpeg_min: str | None = None
+    ffmpeg_max: str | None = None
 
 
 def submitter() -> str:
@@ -91,15 +98,27 @@ def plan_jobs(request: SubmitRequest) -> list[NewJob]:
 def _new_job(
     request: SubmitRequest, source: str, output: Path, max_attempts: int, policy: dict
 ) -> NewJob:
+    stored_input = request.placement.store(source)
+    stored_output = request.placement.store(str(output))
     return NewJob(
-        input=source,
-        output=str(output),
+        input=stored_input,
+        output=stored_output,
         preset=request.preset.name,
         preset_args=list(request.preset.args),
         needs=list(request.preset.needs),
         priority=request.priority,
         max_attempts=max_attempts,
         policy=policy,
+        **routing(
+            request.preset,
+            stored_input,
+            stored_output,
+            request.placement,
+            tags=request.tags,
+            pin=request.pin,
+            ffmpeg_min=request.ffmpeg_min,
+            ffmpeg_max=request.ffmpeg_max,
+        ),
     )
 
 

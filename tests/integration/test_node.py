@@ -221,33 +221,30 @@ def test_unwritable_output_folder_at_run_time_ends_the_job_dead(
     assert list(out.iterdir()) == []
 
 
-def test_hardware_preset_without_gpu_goes_dead_and_quarantines_the_node(
+def test_hardware_preset_waits_and_says_why_when_no_node_has_the_encoder(
     cli: Cli, clips: Clips, nodes, tmp_path
 ):
-    """NVENC cannot run here: an environment failure. With no other node to try, the job is
-    retried here after a backoff until its attempts are spent (dead, every attempt kept),
-    and three environment failures in a row quarantine the node with a visible reason."""
+    """NVENC cannot run here, and the node's encoder probe knows it: the claim's routing
+    never gives it the job, which waits with its reason instead of failing on every node."""
     (job_id,) = cli.submit(
         clips.good, preset="h264-nvenc", extra=("--output-dir", str(tmp_path / "o"))
     )
-    nodes.append(cli.start_node("cpu-only", "--retry-base", "0.05", slots=1))
-    wait_for(lambda: all_done(cli.database, 1), 60)
-    state, reason, rc, kind = query(
+    (good_id,) = cli.submit(clips.good, extra=("--output-dir", str(tmp_path / "o")))
+    nodes.append(cli.start_node("cpu-only", "--heartbeat", "0.5", slots=1))
+    wait_for(lambda: job_states(cli.database).get(good_id) == "succeeded", 60)
+    wait_for(
+        lambda: query(cli.database, "SELECT reason FROM jobs WHERE id = %s", [job_id])[0][0],
+        15,
+        message="a waiting reason",
+    )
+    state, reason, attempts = query(
         cli.database,
-        "SELECT state, reason, exit_code, failure_kind FROM jobs WHERE id = %s",
+        "SELECT state, reason, (SELECT count(*) FROM attempts WHERE job_id = jobs.id) "
+        "FROM jobs WHERE id = %s",
         [job_id],
     )[0]
-    assert (state, kind) == ("dead", "environment") and rc != 0
-    assert "h264_nvenc" in reason
-    kinds = query(cli.database, "SELECT kind FROM attempts WHERE job_id = %s ORDER BY id",
-                  [job_id])
-    assert kinds == [("environment",)] * 3
-    assert os.listdir(tmp_path / "o") == []
-    wait_for(
-        lambda: query(cli.database, "SELECT state FROM nodes WHERE identifier = 'cpu-only'")
-        == [("quarantined",)],
-        15,
+    assert (state, reason, attempts) == (
+        "queued", "waiting: no online node has h264_nvenc", 0
     )
-    (why,) = query(cli.database, "SELECT state_reason FROM nodes WHERE identifier = 'cpu-only'")[0]
-    assert why.startswith("3 environment failures in a row") and "h264_nvenc" in why
-    assert nodes[0].proc.poll() is None  # quarantined, not crashed
+    assert os.listdir(tmp_path / "o") == ["good-h264.mp4"]
+    assert nodes[0].proc.poll() is None

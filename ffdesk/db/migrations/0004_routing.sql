@@ -1,0 +1,36 @@
+-- ffdesk schema 4: storage roots, capability routing, priority aging.
+--
+-- A job names what a node must have to run it; the claim returns only jobs the claiming
+-- node satisfies (array containment against its registry row), so a node never picks up a
+-- job it cannot run. Versions compare as int arrays, in order.
+
+CREATE TABLE roots (
+    name        text PRIMARY KEY,
+    description text NOT NULL DEFAULT '',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    created_by  text
+);
+
+ALTER TABLE nodes
+    ADD COLUMN roots_read   text[] NOT NULL DEFAULT '{}',  -- validated: exists and readable
+    ADD COLUMN roots_write  text[] NOT NULL DEFAULT '{}',  -- and writable
+    ADD COLUMN roots_status jsonb NOT NULL DEFAULT '{}',   -- name -> {path, read, write, error}
+    ADD COLUMN ffmpeg_semver int[];                        -- {7,1,0}: compared in order
+
+ALTER TABLE jobs
+    ADD COLUMN in_roots    text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN out_roots   text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN requires    text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN tags        text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN pinned_node text,
+    ADD COLUMN ffmpeg_min  text,   -- "6.0": the node's FFmpeg must be at least this
+    ADD COLUMN ffmpeg_max  text;   -- "7.1": and at most this (7.1.x included)
+
+-- Cluster-wide knobs every node must agree on (one row).
+CREATE TABLE cluster (
+    one     boolean PRIMARY KEY DEFAULT true CHECK (one),
+    -- Priority aging: a queued job gains one priority step per aging_s seconds waited, so a
+    -- stream of higher-priority work delays it by at most (difference + 1) * aging_s.
+    aging_s double precision NOT NULL DEFAULT 60 CHECK (aging_s > 0)
+);
+INSERT INTO cluster DEFAULT VALUES;
