@@ -20,12 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ffdesk import __version__
+from ffdesk import __version__, cli_roots
 from ffdesk.core.config import Settings, load_settings
 from ffdesk.core.errors import ConfigError, FfdeskError
 from ffdesk.core.logsetup import setup_logging
 from ffdesk.core.model import JobState
 from ffdesk.core.places import Places
+from ffdesk.core.roots import parse_root_mappings
 from ffdesk.core.secrets import mask_url
 
 log = logging.getLogger("ffdesk.cli")
@@ -101,6 +102,9 @@ def _build_parser() -> argparse.ArgumentParser:
                            help="stop claiming after N environment failures in a row (3)")
     node_opts.add_argument("--full-hash", action="store_true", default=None,
                            help="hash whole inputs and outputs for the audit trail")
+    node_opts.add_argument("--root", action="append", dest="root_flags", metavar="NAME=PATH",
+                           help="this machine's path for a storage root (repeatable; "
+                                "overrides the settings file's [roots] for that name)")
 
     node = add("node", "run a headless worker node", node_opts)
     node.add_argument("--exit-when-idle", action="store_true",
@@ -116,6 +120,8 @@ def _build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--tag", action="append", default=[], metavar="TAG",
                         help="run only on nodes with this tag (repeatable)")
     submit.add_argument("--pin", metavar="NODE", help="run only on this node")
+    submit.add_argument("--root", action="append", dest="root_flags", metavar="NAME=PATH",
+                        help="this machine's path for a storage root (repeatable)")
     submit.add_argument("--ffmpeg-min", metavar="VERSION", help="e.g. 6.0")
     submit.add_argument("--ffmpeg-max", metavar="VERSION", help="e.g. 7.1 (7.1.x included)")
     submit.add_argument("--json", action="store_true")
@@ -153,6 +159,8 @@ def _build_parser() -> argparse.ArgumentParser:
     priority.add_argument("priority", type=int, help="new priority (higher runs first)")
     priority.add_argument("ids", type=int, nargs="+", metavar="ID")
 
+    cli_roots.add_parser(sub, common)
+
     nodes_cmd = add("nodes", "list the nodes, or pause / resume / drain one")
     nodes_cmd.add_argument("--json", action="store_true")
     nodes_sub = nodes_cmd.add_subparsers(
@@ -166,8 +174,10 @@ def _build_parser() -> argparse.ArgumentParser:
         act = nodes_sub.add_parser(action, parents=[common], help=text)
         act.add_argument("identifier", metavar="NAME")
 
-    presets = add("presets", "list the presets")
-    presets.add_argument("--json", action="store_true")
+    presets = add("presets", "list the presets; show, add, edit, remove, copy, import, export")
+    from ffdesk.cli_presets import add_arguments as add_preset_arguments
+
+    add_preset_arguments(presets, common, _Parser)
 
     db = add("db", "the database: status, url, stop, migrate")
     db_sub = db.add_subparsers(
@@ -218,6 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "poll_only", False):
             flags["listen"] = False
         settings = load_settings(places, flags)
+        if getattr(args, "root_flags", None):
+            settings.roots = {
+                **settings.roots,
+                **parse_root_mappings(";".join(args.root_flags), "--root"),
+            }
         places.ensure()
         console_level_info = args.command in ("node", "demo", "gui")
         setup_logging(places.log_file, settings.debug, console=True)
@@ -323,7 +338,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings, places: Places) -> 
     from ffdesk.engine.routing import Placement
     from ffdesk.engine.submit import SubmitRequest, is_url, plan_jobs, submitter
 
-    presets = _load_presets(places)
+    presets = _load_presets(places, settings, need=args.preset)
     from ffdesk.ffmpeg.presets import get_preset
 
     preset = get_preset(presets, args.preset)
@@ -371,42 +386,29 @@ def cmd_submit(args: argparse.Namespace, settings: Settings, places: Places) -> 
     return EXIT_OK
 
 
+def _submitter() -> str:
+    from ffdesk.engine.submit import submitter
+
+    return submitter()
+
+
 def _version_arg(value: str | None, flag: str) -> str | None:
     if value is not None and not re.match(r"^\d+(\.\d+){0,2}$", value):
         raise ConfigError(f"{flag}: '{value}' is not a version such as 6.0 or 7.1.1")
     return value
 
 
-def _load_presets(places: Places):
-    from ffdesk.ffmpeg.presets import load_presets
+def _load_presets(places: Places, settings: Settings | None = None, need: str | None = None):
+    """Built-ins, the user file and (given ``settings``) the database's preset library."""
+    from ffdesk.cli_presets import load_all
 
-    extra = [places.user_presets_file] if places.user_presets_file.exists() else []
-    return load_presets(extra)
+    return load_all(places, settings, need=need)
 
 
 def cmd_presets(args: argparse.Namespace, settings: Settings, places: Places) -> int:
-    presets = _load_presets(places)
-    if args.json:
-        _print_json(
-            [
-                {
-                    "name": p.name,
-                    "description": p.description,
-                    "args": list(p.args),
-                    "output": p.output,
-                    "needs": list(p.needs),
-                    "encoders": list(p.encoders),
-                    "builtin": p.builtin,
-                }
-                for p in presets.values()
-            ]
-        )
-        return EXIT_OK
-    width = max(len(n) for n in presets)
-    for p in presets.values():
-        tag = "" if p.builtin else "  [user]"
-        print(f"{p.name:<{width}}  {p.description}{tag}")
-    return EXIT_OK
+    from ffdesk.cli_presets import cmd_presets as run
+
+    return run(args, settings, places)
 
 
 def cmd_jobs(args: argparse.Namespace, settings: Settings, places: Places) -> int:
@@ -855,6 +857,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Places], int]] = {
     "presets": cmd_presets,
     "priority": cmd_priority,
     "nodes": cmd_nodes,
+    "roots": cli_roots.command(lambda s, p, fn: _run_db(s, p, fn), lambda: _submitter()),
     "db": cmd_db,
     "demo": cmd_demo,
     "gui": cmd_gui,
