@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from ffdesk.core.model import Attempt, Job
+from ffdesk.core.roots import RootMap
 from ffdesk.db import changes, migrate, samples
 from ffdesk.db import jobs as jobs_sql
 from ffdesk.db import nodes as nodes_sql
 from ffdesk.engine.dbaccess import Pool
+from ffdesk.engine.routing import Placement
 from ffdesk.engine.submit import SubmitRequest, plan_jobs, submitter
 from ffdesk.ffmpeg.presets import Preset
 
@@ -27,10 +29,14 @@ class JobDetail:
 
 
 class ClusterConsole:
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self, url: str, *, roots: dict[str, str] | None = None, node: str | None = None
+    ) -> None:
         self.url = url
         self.pool = Pool(url, size=3, timeout=10)
         self.me = submitter()
+        self.roots = RootMap(dict(roots or {}))  # this machine's storage root paths
+        self.node = node  # this machine's node identifier (pins jobs outside every root)
 
     async def open(self) -> None:
         await self.pool.open()
@@ -101,8 +107,14 @@ class ClusterConsole:
     async def submit(self, preset: Preset, files: list[Path], output_dir: Path | None,
                      priority: int = 0) -> list[int]:
         """Validate and queue in one transaction (the same rules as ``ffdesk submit``)."""
-        planned = plan_jobs(SubmitRequest(preset=preset, paths=files, output_dir=output_dir,
-                                          priority=priority))
-        return await self.pool.run(
-            lambda c: jobs_sql.enqueue(c, planned, submitted_by=self.me)
-        )
+        async def enqueue(conn) -> list[int]:
+            placement = Placement(
+                self.roots, await nodes_sql.cluster_has_roots(conn), self.node
+            )
+            planned = plan_jobs(
+                SubmitRequest(preset=preset, paths=files, output_dir=output_dir,
+                              priority=priority, placement=placement)
+            )
+            return await jobs_sql.enqueue(conn, planned, submitted_by=self.me)
+
+        return await self.pool.run(enqueue)

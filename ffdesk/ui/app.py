@@ -27,6 +27,7 @@ from ffdesk.core.config import Settings, write_settings_file
 from ffdesk.core.model import TERMINAL_STATES, JobState
 from ffdesk.core.places import Places
 from ffdesk.core.secrets import mask_url
+from ffdesk.db import presets_store
 from ffdesk.db.connect import Database, open_database
 from ffdesk.db.embedded import EmbeddedServer
 from ffdesk.engine.console import ClusterConsole
@@ -92,6 +93,7 @@ class DesktopApp(QObject):
         self.relay = EventRelay()
         self.db: Database | None = None
         self.console: ClusterConsole | None = None
+        self._stored_presets: list[presets_store.StoredPreset] = []  # the database's library
         self.node: Node | None = None
         self.bus: EventBus | None = None
         self._node_future: Any = None
@@ -173,7 +175,9 @@ class DesktopApp(QObject):
         self.connection_changed.emit("connecting", "")
         try:
             self.db = await self.call(asyncio.to_thread(open_database, self.settings, self.places))
-            self.console = ClusterConsole(self.db.url)
+            self.console = ClusterConsole(
+                self.db.url, roots=self.settings.roots, node=self.settings.identifier
+            )
             await self.call(self.console.open())
             snapshot = await self.call(self.console.snapshot())
         except Exception as exc:
@@ -279,6 +283,16 @@ class DesktopApp(QObject):
             self.connection_changed.emit("connected", "")
         self.window.set_nodes(rows, counts)
         self._update_tray(rows, counts)
+        await self.refresh_presets()
+
+    async def refresh_presets(self) -> None:
+        """Keep the database's preset library for :meth:`presets` (Qt asks it synchronously)."""
+        if self.console is None or self._stopping:
+            return
+        with contextlib.suppress(Exception):  # refresh_nodes already reports connection trouble
+            self._stored_presets = await self.call(
+                self.console.pool.run(presets_store.list_presets)
+            )
 
     def _update_tray(self, rows: list[dict], counts: dict[str, int]) -> None:
         if self.tray is None or self.node is None:
@@ -334,8 +348,11 @@ class DesktopApp(QObject):
     # ------------------------------------------------------------------ presets, graphs
 
     def presets(self) -> dict[str, Preset]:
+        """Built-ins, the user file, and the database's library as last read (every
+        NODES_REFRESH_MS); a library preset unusable here is left out."""
         extra = [self.places.user_presets_file] if self.places.user_presets_file.exists() else []
-        return load_presets(extra)
+        return load_presets(extra, stored=[(p.name, p.table()) for p in self._stored_presets],
+                            problems=[])
 
     async def history(self, seconds: float) -> Any:
         if self.console is None:
