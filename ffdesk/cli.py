@@ -160,6 +160,11 @@ def _build_parser() -> argparse.ArgumentParser:
     priority.add_argument("ids", type=int, nargs="+", metavar="ID")
 
     cli_roots.add_parser(sub, common)
+    top = add("top", "move queued jobs to the top of the queue (run next)")
+    top.add_argument("ids", type=int, nargs="+", metavar="ID")
+    cluster = add("cluster", "cluster-wide settings every node shares")
+    cluster.add_argument("--aging", type=float, metavar="S",
+                         help="a queued job gains one priority step per S seconds waited")
 
     nodes_cmd = add("nodes", "list the nodes, or pause / resume / drain one")
     nodes_cmd.add_argument("--json", action="store_true")
@@ -178,6 +183,11 @@ def _build_parser() -> argparse.ArgumentParser:
     from ffdesk.cli_presets import add_arguments as add_preset_arguments
 
     add_preset_arguments(presets, common, _Parser)
+
+    from ffdesk.cli_watch import add_arguments as add_watch_arguments
+
+    add_watch_arguments(add("watch", "watchfolders: add, list, remove, pause, resume"),
+                        common, _Parser)
 
     db = add("db", "the database: status, url, stop, migrate")
     db_sub = db.add_subparsers(
@@ -383,6 +393,25 @@ def cmd_submit(args: argparse.Namespace, settings: Settings, places: Places) -> 
     else:
         for job_id in ids:
             print(job_id)
+    return EXIT_OK
+
+
+def cmd_top(args: argparse.Namespace, settings: Settings, places: Places) -> int:
+    from ffdesk.db import jobs as jobs_sql
+
+    found = _run_db(
+        settings, places, lambda c: jobs_sql.move_to_top(c, args.ids, by=_submitter())
+    )
+    return _report_action(args.ids, found, ("queued",), "moved to the top")
+
+
+def cmd_cluster(args: argparse.Namespace, settings: Settings, places: Places) -> int:
+    from ffdesk.db import nodes as nodes_sql
+
+    if args.aging is not None and not args.aging > 0:
+        raise ConfigError("--aging must be a number of seconds above 0")
+    aging = _run_db(settings, places, lambda c: nodes_sql.cluster_aging(c, args.aging))
+    print(f"priority aging: +1 priority per {aging:g} s waited")
     return EXIT_OK
 
 
@@ -847,6 +876,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings, places: Places) -> in
     return run_demo(settings, places, folder)
 
 
+def cmd_watch(args: argparse.Namespace, settings: Settings, places: Places) -> int:
+    from ffdesk.cli_watch import cmd_watch as run
+
+    return run(args, settings, places)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Places], int]] = {
     "node": cmd_node,
     "submit": cmd_submit,
@@ -855,8 +890,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Places], int]] = {
     "cancel": cmd_cancel,
     "retry": cmd_retry,
     "presets": cmd_presets,
+    "watch": cmd_watch,
     "priority": cmd_priority,
     "nodes": cmd_nodes,
+    "top": lambda a, s, p: cmd_top(a, s, p),
+    "cluster": lambda a, s, p: cmd_cluster(a, s, p),
     "roots": cli_roots.command(lambda s, p, fn: _run_db(s, p, fn), lambda: _submitter()),
     "db": cmd_db,
     "demo": cmd_demo,

@@ -169,6 +169,16 @@ async def remove_root(conn: Conn, name: str) -> tuple[bool, int]:
         return cur.rowcount == 1, 0
 
 
+async def cluster_aging(conn: Conn, new_value: float | None = None) -> float:
+    """The cluster's priority aging (seconds per priority step); set it when given."""
+    if new_value is not None:
+        await conn.execute("UPDATE cluster SET aging_s = %s", [new_value])
+    cur = await conn.execute("SELECT aging_s FROM cluster")
+    row = await cur.fetchone()
+    await conn.commit()
+    return float(row[0]) if row else 60.0
+
+
 async def cluster_has_roots(conn: Conn) -> bool:
     cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM roots)")
     row = await cur.fetchone()
