@@ -539,6 +539,7 @@ def cmd_job(args: argparse.Namespace, settings: Settings, places: Places) -> int
         ("attempt", f"{job.attempt}/{job.max_attempts}"),
         ("node", job.node or "-"),
         ("avoids nodes", ", ".join(job.avoid_nodes) or "-"),
+        ("needs", _needs_text(job)),
         ("next try", _when(job.not_before) if job.state == "queued" else "-"),
         ("submitted", _when(job.created_at) + (f" by {job.submitted_by}" if job.submitted_by
                                                else "")),
@@ -597,6 +598,18 @@ def cmd_job(args: argparse.Namespace, settings: Settings, places: Places) -> int
             who = f" [{event['node']}]" if event["node"] else ""
             print(f"  {_when(event['at'])}  {event['kind']}{who}  {detail}".rstrip())
     return EXIT_OK
+
+
+def _needs_text(job: Any) -> str:
+    """What a node must have to run the job (routing), one line."""
+    parts = [f"root {r}" for r in dict.fromkeys([*job.in_roots, *job.out_roots])]
+    parts += job.requires
+    parts += [f"tag {t}" for t in job.tags]
+    if job.pinned_node:
+        parts.append(f"node {job.pinned_node}")
+    if job.ffmpeg_min or job.ffmpeg_max:
+        parts.append(f"FFmpeg {job.ffmpeg_min or ''}..{job.ffmpeg_max or ''}")
+    return ", ".join(parts) or "-"
 
 
 def _print_stderr(args: argparse.Namespace, settings: Settings, places: Places) -> int:
