@@ -270,7 +270,7 @@ async def list_nodes(conn: Conn) -> list[dict[str, Any]]:
         f"""SELECT n.identifier, n.session::text AS session, n.host, n.pid, n.os, n.arch,
                    n.cpu, n.cores, n.ram_bytes, n.app_version, n.ffmpeg_version,
                    n.ffmpeg_fingerprint, n.encoders, n.tags, n.slots, n.heartbeat_s, n.lease_s,
-                   n.cpu_percent, n.mem_percent,
+                   n.cpu_percent, n.mem_percent, n.roots_status, n.ffmpeg_semver,
                    n.state AS recorded_state, {_SEEN_STATE} AS state, n.state_reason,
                    n.started_at, n.heartbeat_at, n.revision,
                    extract(epoch FROM now() - n.heartbeat_at)::float8 AS heartbeat_age,
