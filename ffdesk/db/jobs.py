@@ -989,14 +989,21 @@ async def notify(conn: Conn, channel: str, payload: str) -> None:
 
 
 async def move_to_top(conn: Conn, ids: Iterable[int], *, by: str) -> dict[int, str]:
-    """Give queued jobs a priority above every other queued job. Returns {id: state}."""
+    """Give queued jobs a priority above every other queued job's effective priority
+    (priority + aging steps, as the claim orders them). Returns {id: state}.
+
+    Two steps above the highest: the aging steps of two jobs can drift apart by one as
+    they cross step boundaries at different moments, and ties go to the older job."""
     id_list = list(ids)
     async with conn.transaction():
         await conn.execute(
             """
             WITH top AS (
-                SELECT coalesce(max(priority), 0) + 1 AS p FROM jobs
-                 WHERE state = 'queued' AND NOT id = ANY(%(ids)s)
+                SELECT coalesce(least(max(j.priority + floor(
+                           extract(epoch FROM now() - j.created_at) / c.aging_s)),
+                           2147483645)::int + 2, 1) AS p
+                  FROM jobs j, cluster c
+                 WHERE j.state = 'queued' AND NOT j.id = ANY(%(ids)s)
             ), moved AS (
                 UPDATE jobs SET priority = greatest(jobs.priority, top.p) FROM top
                  WHERE jobs.id = ANY(%(ids)s) AND jobs.state = 'queued'

@@ -209,15 +209,22 @@ WITH live AS (
         WHEN NOT EXISTS (SELECT 1 FROM live) THEN 'waiting: no node is online'
         WHEN j.pinned_node IS NOT NULL
              AND NOT EXISTS (SELECT 1 FROM live WHERE identifier = j.pinned_node)
-            THEN 'waiting: pinned to node ' || j.pinned_node || ' (a path outside every '
-                 || 'storage root), which is not online'
+            THEN 'waiting: pinned to node ' || j.pinned_node || ', which is not online'
         WHEN NOT EXISTS (SELECT 1 FROM live n WHERE j.in_roots <@ n.roots_read
                                                 AND j.out_roots <@ n.roots_write)
             THEN 'waiting: no online node can reach storage root '
-                 || array_to_string(ARRAY(
-                        SELECT r FROM unnest(j.in_roots || j.out_roots) r
-                         WHERE NOT EXISTS (SELECT 1 FROM live n
-                                            WHERE r = ANY(n.roots_read))), ', ')
+                 || coalesce(nullif(array_to_string(ARRAY(
+                        SELECT r FROM (
+                            SELECT r FROM unnest(j.in_roots || j.out_roots) r
+                             WHERE NOT EXISTS (SELECT 1 FROM live n WHERE r = ANY(n.roots_read))
+                            UNION
+                            SELECT r || ' (read-only)' FROM unnest(j.out_roots) r
+                             WHERE EXISTS (SELECT 1 FROM live n WHERE r = ANY(n.roots_read))
+                               AND NOT EXISTS (SELECT 1 FROM live n
+                                                WHERE r = ANY(n.roots_write))) missing
+                         ORDER BY r), ', '), ''),
+                        array_to_string(j.in_roots || j.out_roots, ', ')
+                        || ' (not all on one node)')
         WHEN NOT EXISTS (SELECT 1 FROM live n WHERE j.requires <@ n.encoders)
             THEN 'waiting: no online node has ' || array_to_string(ARRAY(
                         SELECT e FROM unnest(j.requires) e

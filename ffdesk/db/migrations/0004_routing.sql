@@ -29,8 +29,9 @@ ALTER TABLE jobs
 -- Cluster-wide knobs every node must agree on (one row).
 CREATE TABLE cluster (
     one     boolean PRIMARY KEY DEFAULT true CHECK (one),
-    -- Priority aging: a queued job gains one priority step per aging_s seconds waited, so a
-    -- stream of higher-priority work delays it by at most (difference + 1) * aging_s.
+    -- Priority aging: a queued job gains one priority step per aging_s seconds waited, so no
+    -- job of priority P submitted more than (P - p) * aging_s after a job of priority p
+    -- runs before it (the backlog queued ahead of it still drains first).
     aging_s double precision NOT NULL DEFAULT 60 CHECK (aging_s > 0)
 );
 INSERT INTO cluster DEFAULT VALUES;
