@@ -120,6 +120,9 @@ def _build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--tag", action="append", default=[], metavar="TAG",
                         help="run only on nodes with this tag (repeatable)")
     submit.add_argument("--pin", metavar="NODE", help="run only on this node")
+    submit.add_argument("--batch-name", metavar="NAME", help="a name for this submission's batch")
+    submit.add_argument("--after", type=int, action="append", default=[], metavar="ID",
+                        help="run only after job ID succeeded (repeatable)")
     submit.add_argument("--root", action="append", dest="root_flags", metavar="NAME=PATH",
                         help="this machine's path for a storage root (repeatable)")
     submit.add_argument("--ffmpeg-min", metavar="VERSION", help="e.g. 6.0")
@@ -146,9 +149,14 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="with --stderr: attempt N (1 = first; default: the latest)")
 
     cancel = add("cancel", "cancel queued or running jobs")
-    cancel.add_argument("ids", type=int, nargs="+", metavar="ID")
+    cancel.add_argument("ids", type=int, nargs="*", metavar="ID")
+    cancel.add_argument("--batch", type=int, metavar="BATCH", help="every job of a batch")
     retry = add("retry", "reprocess: put failed, dead or canceled jobs back in the queue")
     retry.add_argument("ids", type=int, nargs="*", metavar="ID")
+    retry.add_argument("--batch", type=int, metavar="BATCH", help="every job of a batch")
+    batches = add("batches", "list batches with their progress, or show one")
+    batches.add_argument("id", type=int, nargs="?", metavar="BATCH")
+    batches.add_argument("--json", action="store_true")
     retry.add_argument("--state", action="append", choices=["failed", "dead", "canceled"],
                        help="every job in this state (repeatable; default with --since: all "
                             "three)")
@@ -380,7 +388,15 @@ def cmd_submit(args: argparse.Namespace, settings: Settings, places: Places) -> 
             settings.identifier,
         )
         planned = plan_jobs(dataclasses.replace(request, placement=placement))
-        return planned, await jobs_sql.enqueue(conn, planned, submitted_by=submitter())
+        if args.after:
+            planned = [dataclasses.replace(j, depends_on=list(args.after)) for j in planned]
+        try:
+            ids = await jobs_sql.enqueue(
+                conn, planned, submitted_by=submitter(), batch=True, batch_name=args.batch_name
+            )
+        except jobs_sql.DependencyError as exc:
+            raise ConfigError(str(exc)) from None
+        return planned, ids
 
     planned, ids = _run_db(settings, places, enqueue)
     if args.json:
@@ -646,14 +662,63 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings, places: Places) -> 
     from ffdesk.db import jobs as jobs_sql
     from ffdesk.engine.submit import submitter
 
-    found = _run_db(settings, places, lambda c: jobs_sql.cancel(c, args.ids, by=submitter()))
-    return _report_action(args.ids, found, ("queued", "running"), "canceled")
+    ids = _batch_or_ids(args, settings, places)
+
+    found = _run_db(settings, places, lambda c: jobs_sql.cancel(c, ids, by=submitter()))
+    if args.batch is not None:
+        todo = [i for i, state in found.items() if state in ("queued", "running")]
+        print(f"batch {args.batch}: {len(todo)} job(s) canceled")
+        return EXIT_OK
+    return _report_action(ids, found, ("queued", "running"), "canceled")
+
+
+def _batch_or_ids(args: argparse.Namespace, settings: Settings, places: Places) -> list[int]:
+    from ffdesk.db import jobs as jobs_sql
+
+    if args.batch is None:
+        if not args.ids:
+            raise ConfigError("say which jobs: IDs or --batch BATCH")
+        return list(args.ids)
+    if args.ids:
+        raise ConfigError("give either job IDs or --batch, not both")
+    ids = _run_db(settings, places, lambda c: jobs_sql.batch_jobs(c, args.batch))
+    if not ids:
+        raise FfdeskError(f"no batch {args.batch} (or it has no jobs)")
+    return ids
+
+
+def cmd_batches(args: argparse.Namespace, settings: Settings, places: Places) -> int:
+    from ffdesk.db import jobs as jobs_sql
+
+    rows = _run_db(settings, places, lambda c: jobs_sql.list_batches(c, args.id))
+    if args.id is not None and not rows:
+        raise FfdeskError(f"no batch {args.id}")
+    if args.json:
+        _print_json(rows if args.id is None else rows[0])
+        return EXIT_OK
+    if not rows:
+        print("no batches")
+        return EXIT_OK
+    table = [("BATCH", "NAME", "STATE", "DONE", "FAILED", "CANCELED", "RUNNING", "QUEUED",
+              "TOTAL", "SUBMITTED")]
+    for r in rows:
+        table.append((str(r["id"]), r["name"] or "", r["state"], str(r["done"]),
+                      str(r["failed"]), str(r["canceled"]), str(r["running"]),
+                      str(r["queued"]), str(r["total"]), _when(r["created_at"])))
+    _print_table(table)
+    return EXIT_OK
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings, places: Places) -> int:
     from ffdesk.db import jobs as jobs_sql
     from ffdesk.engine.submit import submitter
 
+    if args.batch is not None:
+        ids = _batch_or_ids(args, settings, places)
+        found = _run_db(settings, places, lambda c: jobs_sql.retry(c, ids, by=submitter()))
+        again = [i for i, state in found.items() if state in ("failed", "dead", "canceled")]
+        print(f"batch {args.batch}: {len(again)} job(s) queued again")
+        return EXIT_OK
     if not args.ids and not args.state and not args.since:
         raise ConfigError("say which jobs: IDs, --state STATE or --since AGE")
     if args.ids and (args.state or args.since):
@@ -906,6 +971,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Places], int]] = {
     "watch": cmd_watch,
     "priority": cmd_priority,
     "nodes": cmd_nodes,
+    "batches": lambda a, s, p: cmd_batches(a, s, p),
     "top": lambda a, s, p: cmd_top(a, s, p),
     "cluster": lambda a, s, p: cmd_cluster(a, s, p),
     "roots": cli_roots.command(lambda s, p, fn: _run_db(s, p, fn), lambda: _submitter()),

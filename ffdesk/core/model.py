@@ -47,6 +47,9 @@ class NewJob:
     pinned_node: str | None = None  # a path outside every root: only that node sees it
     ffmpeg_min: str | None = None  # FFmpeg version range, e.g. "6.0" .. "7.1"
     ffmpeg_max: str | None = None
+    # Dependencies: existing job ids, and positions of earlier jobs in the same submission.
+    depends_on: list[int] = field(default_factory=list)
+    after: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)  # the console holds 100 000 of these: slots save ~40 % of memory
@@ -92,6 +95,9 @@ class Job:
     pinned_node: str | None = None
     ffmpeg_min: str | None = None
     ffmpeg_max: str | None = None
+    batch_id: int | None = None
+    depends_on: list[int] = field(default_factory=list)
+    deps_pending: int = 0  # dependencies that have not succeeded yet
 
     @property
     def queue_seconds(self) -> float | None:

@@ -29,7 +29,8 @@ _JOB_COLUMNS = (
     "claim, node, node_session, lease_until, not_before, created_at, claimed_at, started_at, "
     "finished_at, progress, fps, speed, eta_s, out_time_s, duration_s, exit_code, reason, "
     "submitted_by, meta, revision, failure_kind, avoid_nodes, policy, written, "
-    "in_roots, out_roots, requires, tags, pinned_node, ffmpeg_min, ffmpeg_max"
+    "in_roots, out_roots, requires, tags, pinned_node, ffmpeg_min, ffmpeg_max, "
+    "batch_id, depends_on, deps_pending"
 )
 _FENCE = (
     "id = %(job_id)s AND claim = %(claim)s AND node_session = %(session)s AND state = 'running'"
@@ -97,10 +98,29 @@ async def _event(
 # --------------------------------------------------------------------------- submit
 
 
-async def enqueue(conn: Conn, jobs: Sequence[NewJob], *, submitted_by: str) -> list[int]:
-    """Insert all jobs in one statement (one transaction, one NOTIFY); ids in input order."""
+class DependencyError(ValueError):
+    """A job names a dependency that does not exist (or a later job of its own submission)."""
+
+
+async def enqueue(
+    conn: Conn,
+    jobs: Sequence[NewJob],
+    *,
+    submitted_by: str,
+    batch: bool = False,
+    batch_name: str | None = None,
+) -> list[int]:
+    """Insert all jobs in one statement (one transaction, one NOTIFY); ids in input order.
+
+    ``batch`` (or a ``batch_name``) makes the jobs one batch. Dependencies: ``depends_on``
+    names existing jobs, ``after`` earlier jobs of this same call (by position); both only
+    point backwards, so a cycle cannot be made.
+    """
     if not jobs:
         return []
+    for i, j in enumerate(jobs):
+        if any(not 0 <= k < i for k in j.after):
+            raise DependencyError(f"job {i} of this submission depends on a later job or itself")
     rows = [
         {
             "ord": i,
@@ -124,6 +144,14 @@ async def enqueue(conn: Conn, jobs: Sequence[NewJob], *, submitted_by: str) -> l
         for i, j in enumerate(jobs)
     ]
     async with conn.transaction():
+        batch_id = None
+        if batch or batch_name is not None:
+            cur = await conn.execute(
+                "INSERT INTO batches (name, created_by) VALUES (%s, %s) RETURNING id",
+                [batch_name, submitted_by],
+            )
+            row = await cur.fetchone()
+            batch_id = row[0] if row else None
         cur = await conn.execute(
             """
             WITH src AS (
@@ -135,12 +163,12 @@ async def enqueue(conn: Conn, jobs: Sequence[NewJob], *, submitted_by: str) -> l
             ), ins AS (
                 INSERT INTO jobs (input, output, preset, preset_args, needs, priority,
                                   max_attempts, meta, policy, submitted_by, in_roots, out_roots,
-                                  requires, tags, pinned_node, ffmpeg_min, ffmpeg_max)
+                                  requires, tags, pinned_node, ffmpeg_min, ffmpeg_max, batch_id)
                 SELECT input, output, preset, preset_args, coalesce(needs, '{}'), priority,
                        max_attempts, meta, coalesce(policy, '{}'), %(by)s,
                        coalesce(in_roots, '{}'), coalesce(out_roots, '{}'),
                        coalesce(requires, '{}'), coalesce(tags, '{}'), pinned_node,
-                       ffmpeg_min, ffmpeg_max
+                       ffmpeg_min, ffmpeg_max, %(batch)s
                   FROM src ORDER BY ord
                 RETURNING id
             ), ev AS (
@@ -149,9 +177,52 @@ async def enqueue(conn: Conn, jobs: Sequence[NewJob], *, submitted_by: str) -> l
             )
             SELECT id FROM ins ORDER BY id
             """,
-            {"rows": Jsonb(rows), "by": submitted_by},
+            {"rows": Jsonb(rows), "by": submitted_by, "batch": batch_id},
         )
-        return [r[0] for r in await cur.fetchall()]
+        ids = [r[0] for r in await cur.fetchall()]
+        deps = {
+            job_id: sorted({*j.depends_on, *(ids[k] for k in j.after)})
+            for job_id, j in zip(ids, jobs, strict=True)
+            if j.depends_on or j.after
+        }
+        if deps:
+            await _link_dependencies(conn, deps)
+        return ids
+
+
+async def _link_dependencies(conn: Conn, deps: dict[int, list[int]]) -> None:
+    """Set each new job's dependencies and how many have not succeeded yet; a job whose
+    dependency already failed (or was canceled) is canceled at once, saying which."""
+    wanted = sorted({d for ds in deps.values() for d in ds})
+    cur = await conn.execute("SELECT id FROM jobs WHERE id = ANY(%s)", [wanted])
+    missing = sorted(set(wanted) - {r[0] for r in await cur.fetchall()})
+    if missing:
+        raise DependencyError(f"no job with id {', '.join(map(str, missing))} to depend on")
+    await conn.execute(
+        """
+        WITH src AS (
+            SELECT * FROM jsonb_to_recordset(%s) AS r(id bigint, deps bigint[])
+        ), facts AS (
+            SELECT src.id, src.deps,
+                   (SELECT count(*) FROM jobs d
+                     WHERE d.id = ANY(src.deps) AND d.state <> 'succeeded') AS pending,
+                   (SELECT min(d.id) FROM jobs d
+                     WHERE d.id = ANY(src.deps)
+                       AND d.state IN ('failed', 'dead', 'canceled')) AS broken
+              FROM src
+        )
+        UPDATE jobs j
+           SET depends_on = facts.deps, deps_pending = facts.pending,
+               state = CASE WHEN facts.broken IS NULL THEN j.state ELSE 'canceled' END,
+               finished_at = CASE WHEN facts.broken IS NULL THEN NULL
+                                  ELSE clock_timestamp() END,
+               reason = CASE WHEN facts.broken IS NULL THEN NULL
+                             ELSE 'dependency #' || facts.broken || ' '
+                                  || (SELECT state FROM jobs WHERE id = facts.broken) END
+          FROM facts WHERE j.id = facts.id
+        """,
+        [Jsonb([{"id": k, "deps": v} for k, v in deps.items()])],
+    )
 
 
 # --------------------------------------------------------------------------- claim
@@ -170,6 +241,7 @@ _ME = """me AS (
 # A queued job this node may run (alias j; the node as m from _ME): routing by storage roots,
 # encoders, tags, pinning and FFmpeg version, and never on a node it avoids.
 _RUNNABLE = """j.state = 'queued' AND NOT %(node)s = ANY(j.avoid_nodes)
+               AND j.deps_pending = 0
                AND (j.pinned_node IS NULL OR j.pinned_node = %(node)s)
                AND j.in_roots <@ m.roots_read AND j.out_roots <@ m.roots_write
                AND j.requires <@ m.encoders AND j.tags <@ m.tags
@@ -911,7 +983,10 @@ async def retry(
                        claimed_at = NULL, started_at = NULL, finished_at = NULL,
                        progress = NULL, fps = NULL, speed = NULL, eta_s = NULL,
                        out_time_s = NULL, exit_code = NULL, reason = NULL,
-                       failure_kind = NULL, avoid_nodes = '{}', written = NULL
+                       failure_kind = NULL, avoid_nodes = '{}', written = NULL,
+                       deps_pending = (SELECT count(*) FROM jobs d
+                                        WHERE d.id = ANY(jobs.depends_on)
+                                          AND d.state <> 'succeeded')
                  WHERE id = ANY(%s)""",
                 [todo],
             )
@@ -975,6 +1050,32 @@ async def get_events(conn: Conn, job_id: int) -> list[dict[str, Any]]:
         "SELECT at, node, kind, detail FROM events WHERE job_id = %s ORDER BY id", [job_id]
     )
     return list(await cur.fetchall())
+
+
+async def batch_jobs(conn: Conn, batch_id: int) -> list[int]:
+    cur = await conn.execute("SELECT id FROM jobs WHERE batch_id = %s ORDER BY id", [batch_id])
+    return [r[0] for r in await cur.fetchall()]
+
+
+async def list_batches(conn: Conn, batch_id: int | None = None) -> list[dict[str, Any]]:
+    """Batches with their progress (done / failed / canceled / running / queued / total)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        """SELECT b.id, b.name, b.state, b.created_at, b.created_by, b.finished_at,
+                  count(j.id) AS total,
+                  count(j.id) FILTER (WHERE j.state = 'succeeded') AS done,
+                  count(j.id) FILTER (WHERE j.state IN ('failed', 'dead')) AS failed,
+                  count(j.id) FILTER (WHERE j.state = 'canceled') AS canceled,
+                  count(j.id) FILTER (WHERE j.state = 'running') AS running,
+                  count(j.id) FILTER (WHERE j.state = 'queued') AS queued
+             FROM batches b LEFT JOIN jobs j ON j.batch_id = b.id
+            WHERE %(id)s::bigint IS NULL OR b.id = %(id)s::bigint
+            GROUP BY b.id ORDER BY b.id""",
+        {"id": batch_id},
+    )
+    rows = list(await cur.fetchall())
+    await conn.commit()
+    return rows
 
 
 async def counts_by_state(conn: Conn) -> dict[str, int]:

@@ -206,6 +206,8 @@ WITH live AS (
      WHERE state = 'online' AND now() - heartbeat_at < make_interval(secs => lease_s)
 ), why AS (
     SELECT j.id, CASE
+        WHEN j.deps_pending > 0
+            THEN 'waiting: for ' || j.deps_pending || ' dependency job(s) to succeed'
         WHEN NOT EXISTS (SELECT 1 FROM live) THEN 'waiting: no node is online'
         WHEN j.pinned_node IS NOT NULL
              AND NOT EXISTS (SELECT 1 FROM live WHERE identifier = j.pinned_node)
