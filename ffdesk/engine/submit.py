@@ -15,7 +15,7 @@ from ffdesk.core.errors import FfdeskError
 from ffdesk.core.media import expand
 from ffdesk.core.model import NewJob
 from ffdesk.engine.routing import Placement, routing
-from ffdesk.ffmpeg.presets import Preset
+from ffdesk.ffmpeg.presets import Preset, rel_dir_for
 
 
 class SubmitError(FfdeskError):
@@ -81,13 +81,17 @@ def plan_jobs(request: SubmitRequest) -> list[NewJob]:
         if not src.is_file():
             raise SubmitError(f"not a regular file: {src}")
         out_dir = request.output_dir.absolute() if request.output_dir else src.parent
-        output = out_dir / request.preset.output_name(src)
+        # {rel_dir}: below its storage root, else below the submitted folder holding it.
+        rel_dir = rel_dir_for(src, request.paths, request.placement.store(str(src)))
+        output = out_dir / request.preset.output_name(
+            src, rel_dir=rel_dir if request.output_dir else ""
+        )
         if output == src:
             raise SubmitError(
                 f"preset '{request.preset.name}' would overwrite its input {src}; "
                 "choose an --output-dir"
             )
-        jobs.append(_new_job(request, str(src), output, max_attempts, policy))
+        jobs.append(_new_job(request, str(src), output, max_attempts, policy, rel_dir))
     outputs = [j.output for j in jobs]
     if len(set(outputs)) != len(outputs):
         dup = next(o for o in outputs if outputs.count(o) > 1)
@@ -96,7 +100,8 @@ def plan_jobs(request: SubmitRequest) -> list[NewJob]:
 
 
 def _new_job(
-    request: SubmitRequest, source: str, output: Path, max_attempts: int, policy: dict
+    request: SubmitRequest, source: str, output: Path, max_attempts: int, policy: dict,
+    rel_dir: str = "",
 ) -> NewJob:
     stored_input = request.placement.store(source)
     stored_output = request.placement.store(str(output))
@@ -109,6 +114,7 @@ def _new_job(
         priority=request.priority,
         max_attempts=max_attempts,
         policy=policy,
+        meta=request.preset.job_meta(rel_dir=rel_dir),
         **routing(
             request.preset,
             stored_input,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
+import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,9 +16,16 @@ from ffdesk.ffmpeg.failure import explain_failure
 from ffdesk.ffmpeg.presets import (
     Preset,
     PresetError,
+    check_for_save,
+    dump_presets,
     get_preset,
     load_preset_file,
     load_presets,
+    muxer_for_extension,
+    output_extension,
+    output_format_option,
+    preset_from_table,
+    rel_dir_for,
 )
 from ffdesk.ffmpeg.probe import probe
 from ffdesk.ffmpeg.resources import resource_path
@@ -277,3 +287,210 @@ def test_bad_policy_values_are_one_clear_error(tmp_path: Path, line: str, messag
     with pytest.raises(PresetError) as info:
         load_preset_file(path)
     assert message in str(info.value)
+
+
+# --- placeholders: rel_dir, time parts, node, job metadata ---------------------------------
+
+
+def test_render_time_parts_node_rel_dir_and_meta() -> None:
+    preset = Preset(
+        "p", "",
+        ("-i", "{input}", "-metadata", "comment={year}-{month}-{day} {hour}:{minute} {date}",
+         "-metadata", "title={meta.show-name} #{meta.n} {meta.live} [{meta.none}] {meta.tags}",
+         "-metadata", "album={rel_dir} on {node}", "{output}"),
+        "{stem}.mkv",
+    )
+    meta = {"show-name": "{stem} & 100%", "n": 7, "live": True, "none": None,
+            "tags": ["a", "b"], "rel_dir": "shows/s1"}
+    argv = preset.render(input=Path("/m/a.mov"), output=Path("/o/a.mkv"), node="enc-3", meta=meta)
+    stamp = re.fullmatch(r"comment=(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d) (\d{4}-\d\d-\d\d)", argv[3])
+    assert stamp and stamp.group(6) == "-".join(stamp.group(1, 2, 3)), argv[3]
+    # Values are data: "{stem}" inside a metadata value is not expanded.
+    assert argv[5] == 'title={stem} & 100% #7 true [] ["a","b"]'
+    assert argv[7] == "album=shows/s1 on enc-3"
+    # Safe defaults: no node given -> this host's name; no meta -> empty {rel_dir} ...
+    plain = Preset("q", "", ("-i", "{input}", "-metadata", "c={rel_dir}|{node}", "{output}"),
+                   "x.mkv")
+    assert plain.render(input=Path("/a.mov"), output=Path("/b.mkv"))[3] == (
+        f"c=|{socket.gethostname()}"
+    )
+    # ... and a {meta.KEY} the job lacks is one clear error.
+    with pytest.raises(PresetError) as info:
+        preset.render(input=Path("/m/a.mov"), output=Path("/o/a.mkv"), meta={"n": 1})
+    assert str(info.value) == "{meta.show-name}: the job has no metadata 'show-name' (it has: n)"
+
+
+def test_output_name_with_rel_dir_and_time_parts() -> None:
+    preset = Preset("p", "", ("-i", "{input}", "{output}"), "{rel_dir}/{stem}-{year}.mkv")
+    year = time.strftime("%Y")
+    assert preset.output_name(Path("/m/a.mov"), rel_dir="shows/s 1") == f"shows/s 1/a-{year}.mkv"
+    assert preset.output_name(Path("/m/a.mov")) == f"a-{year}.mkv"  # no folder: next to input
+    assert preset.output_name(Path("/m/a.mov"), rel_dir="./x//y/") == f"x/y/a-{year}.mkv"
+    with pytest.raises(PresetError, match="leaves its folder"):
+        preset.output_name(Path("/m/a.mov"), rel_dir="../etc")
+
+
+def test_job_meta_records_rel_dir_only_when_used_and_checks_meta_keys() -> None:
+    uses = Preset("p", "", ("-i", "{input}", "-metadata", "c={rel_dir}", "{output}"), "x.mkv")
+    assert uses.uses_rel_dir and uses.job_meta(rel_dir="a/b") == {"rel_dir": "a/b"}
+    plain = load_presets()["h264-mp4"]
+    assert not plain.uses_rel_dir and plain.job_meta(rel_dir="a/b") == {}
+    titled = Preset("t", "", ("-i", "{input}", "-metadata", "title={meta.title}", "{output}"),
+                    "x.mkv")
+    assert titled.meta_keys == ("title",)
+    assert titled.job_meta(meta={"title": "T"}) == {"title": "T"}
+    with pytest.raises(PresetError, match=r"uses \{meta\.title\}, but these jobs have no such"):
+        titled.job_meta()
+
+
+def test_rel_dir_for(tmp_path: Path) -> None:
+    shoot = tmp_path / "shoot"
+    src = shoot / "day 1" / "cam a" / "c.mov"
+    assert rel_dir_for(src, [shoot]) == "day 1/cam a"
+    assert rel_dir_for(shoot / "c.mov", [shoot]) == ""
+    assert rel_dir_for(src, [src]) == ""  # a file given itself
+    assert rel_dir_for(src, [tmp_path / "other", shoot / "day 1"]) == "cam a"
+    # Under a storage root the root decides, whatever folder was submitted.
+    assert rel_dir_for(src, [shoot], "media:shows/s1/c.mov") == "shows/s1"
+    assert rel_dir_for(src, [shoot], "media:c.mov") == ""
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('args = ["-i", "{input}", "{output}"]\noutput = "{node}.mkv"',
+         "{node} is known only when a node runs the job"),
+        ('args = ["-i", "{input}", "{output}"]\noutput = "{meta.x}.mkv"',
+         "{meta.x} is known only when a node runs the job"),
+        ('args = ["-i", "{input}", "{output}"]\noutput = "{stem}-{rel_dir}.mkv"',
+         "{rel_dir} may only start 'output'"),
+        ('args = ["-i", "{input}", "{output}"]\noutput = "{rel_dir}/x/{stem}.mkv"',
+         "without folders"),
+        ('args = ["-i", "{input}", "-metadata", "t={meta.a[0]}", "{output}"]\noutput = "x.mkv"',
+         "a metadata key is letters"),
+        ('args = ["-i", "{input}", "-metadata", "t={meta}", "{output}"]\noutput = "x.mkv"',
+         "unknown placeholder {meta}"),
+        ('args = ["-i", "{input}", "{output}"]\noutput = ".."', "'output' must be a file name"),
+        ('args = ["-i", "{input}", "{output}"]\noutput = "x.mkv"\nstall_timeout = inf',
+         "'stall_timeout' must be a finite number"),
+    ],
+)
+def test_new_placeholder_rules(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(PresetError) as info:
+        load_presets([write(tmp_path, f"[p]\n{body}\n")])
+    assert message in str(info.value)
+
+
+def test_new_placeholders_load(tmp_path: Path) -> None:
+    path = write(tmp_path, '[p]\nargs = ["-i", "{input}", "-metadata", '
+                 '"c={rel_dir} {node} {meta.k_1-x} {year}{month}{day}{hour}{minute}", '
+                 '"{output}"]\noutput = "{rel_dir}/{stem}-{year}{month}{day}-{hour}{minute}.mkv"\n')
+    preset = load_presets([path])["p"]
+    assert preset.meta_keys == ("k_1-x",) and preset.uses_rel_dir
+
+
+# --- the database's presets joining the catalogue ------------------------------------------
+
+
+def test_stored_presets_join_the_catalogue(tmp_path: Path) -> None:
+    table = {"description": "d", "args": ["-i", "{input}", "{output}"], "output": "{stem}.mkv"}
+    user = write(tmp_path, '[mine]\nargs = ["-i", "{input}", "{output}"]\noutput = "m.mkv"\n')
+    problems: list[str] = []
+    presets = load_presets(
+        [user],
+        stored=[("lib", table), ("h264-mp4", table), ("mine", table),
+                ("broken", {**table, "output": "{bogus}.mkv"})],
+        problems=problems,
+    )
+    assert presets["lib"].source == "database" and not presets["lib"].builtin
+    assert presets["h264-mp4"].builtin and presets["mine"].source == str(user)
+    assert "broken" not in presets
+    assert problems[0].startswith("database preset 'h264-mp4' is hidden by the built-in")
+    assert "is hidden by the " + str(user) in problems[1]
+    assert "unknown placeholder {bogus}" in problems[2] and "(left out)" in problems[2]
+
+
+# --- saving: output formats, runner-owned options --------------------------------------------
+
+
+def _preset(output: str, *extra: str) -> Preset:
+    return preset_from_table("p", {"args": ["-i", "{input}", *extra, "{output}"],
+                                   "output": output}, "test")
+
+
+def test_output_extension_and_format_option() -> None:
+    assert output_extension("{stem}-x.mkv") == "mkv"
+    assert output_extension("{rel_dir}/{stem}-%03d.png") == "png"
+    assert output_extension("{stem}.{ext}") is None and output_extension("{name}") is None
+    assert output_extension("{stem}") == "" and output_extension("{stem}.tar.{ext}") is None
+    assert output_format_option(["-f", "lavfi", "-i", "{input}", "-f", "matroska",
+                                 "{output}"]) == "matroska"
+    assert output_format_option(["-f", "lavfi", "-i", "{input}", "{output}"]) is None
+
+
+def test_check_for_save_without_ffmpeg_uses_the_table() -> None:
+    for preset in load_presets().values():
+        check_for_save(preset, None)
+    assert muxer_for_extension("MKV", None) == "matroska"
+    with pytest.raises(PresetError, match=r"cannot tell whether FFmpeg can write \.xyz"):
+        check_for_save(_preset("{stem}.xyz"), None)
+    with pytest.raises(PresetError, match="-loglevel is not allowed"):
+        check_for_save(_preset("{stem}.mkv", "-loglevel", "quiet"), None)
+    with pytest.raises(PresetError, match="has no extension"):
+        check_for_save(_preset("{stem}"), None)
+    check_for_save(_preset("{stem}.{ext}"), None)  # the input decides
+
+
+@needs_debian
+def test_check_for_save_asks_ffmpeg_once_per_binary(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ffdesk.ffmpeg import presets as presets_mod
+
+    for preset in load_presets().values():
+        check_for_save(preset, DEBIAN_FFMPEG)
+    check_for_save(_preset("{stem}-%03d.png"), DEBIAN_FFMPEG)
+    check_for_save(_preset("{stem}.m3u8"), DEBIAN_FFMPEG)  # not in the table: FFmpeg knows it
+    check_for_save(_preset("{stem}", "-f", "matroska"), DEBIAN_FFMPEG)
+    with pytest.raises(PresetError) as info:
+        check_for_save(_preset("{stem}.foo"), DEBIAN_FFMPEG)
+    assert str(info.value) == (
+        f"preset 'p': FFmpeg at {DEBIAN_FFMPEG} has no muxer for .foo files; use another "
+        "extension or give -f FORMAT before {output}"
+    )
+    with pytest.raises(PresetError, match="has no muxer 'nosuch'"):
+        check_for_save(_preset("{stem}.mkv", "-f", "nosuch"), DEBIAN_FFMPEG)
+    asked: list[list[str]] = []
+    real = presets_mod._ask_ffmpeg
+    monkeypatch.setattr(presets_mod, "_ask_ffmpeg", lambda f, a: asked.append(a) or real(f, a))
+    assert muxer_for_extension("foo", DEBIAN_FFMPEG) is None
+    assert muxer_for_extension("mp4", DEBIAN_FFMPEG) == "mp4"
+    assert asked == []  # cached per binary
+    assert muxer_for_extension("wav", DEBIAN_FFMPEG) == "wav"
+    assert len(asked) == 1
+    for ext, muxer in presets_mod.COMMON_MUXERS.items():
+        assert muxer_for_extension(ext, DEBIAN_FFMPEG) is not None, (ext, muxer)
+
+
+# --- TOML out ----------------------------------------------------------------------------
+
+
+def test_dump_presets_round_trips() -> None:
+    tricky = {
+        "description": 'quotes " and \\ back\\slash, ünï 日本, tab\t, del \x7f, nl\n',
+        "args": ["-i", "{input}", "-vf", "drawtext=text='a\\:b'", "-metadata", "c={{x}}",
+                 *(["-x"] * 40), "{output}"],
+        "output": "{stem}-é.mkv",
+        "needs": ["video"],
+        "max_attempts": 5, "verify": False, "memory_limit": "1.5G", "stall_timeout": 2.5,
+        "on_conflict": "skip",
+    }
+    tables = {name: p.to_table() for name, p in load_presets().items()}
+    tables["dotted.name"] = tricky
+    text = dump_presets(tables, notes={"dotted.name": "revision 7"}, header="a\nb")
+    assert text.startswith("# a\n# b\n") and "# revision 7\n[\"dotted.name\"]" in text
+    assert all(len(line) <= 100 for line in text.splitlines())
+    data = tomllib.loads(text)
+    assert data["dotted.name"] == tricky
+    for name, table in tables.items():
+        if name != "dotted.name":
+            assert data[name] == {k: v for k, v in table.items() if v != []}
+        assert preset_from_table(name, data[name], "x") == preset_from_table(name, table, "y")
