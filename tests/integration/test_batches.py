@@ -61,7 +61,7 @@ def test_a_batch_reports_progress_and_finishes_once(any_db_url: str):
             await _run_one(conn, f"n{n % 2}", JobState.DEAD if n == 4 else JobState.SUCCEEDED)
         return ids, await jobs.list_batches(conn)
 
-    ids, batches = with_conn(any_db_url, go)
+    _, batches = with_conn(any_db_url, go)
     (batch,) = batches
     assert (batch["name"], batch["state"]) == ("ten", "finished")
     assert (batch["done"], batch["failed"], batch["total"]) == (9, 1, 10)

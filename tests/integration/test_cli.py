@@ -86,7 +86,8 @@ def test_cancel_and_retry_from_the_cli(cli: Cli, clips: Clips):
     assert cli.run("retry", str(job_id)).stdout.strip() == f"{job_id}: queued again"
     assert query(cli.database, "SELECT state, attempt FROM jobs") == [("queued", 0)]
     kinds = [r[0] for r in query(cli.database, "SELECT kind FROM events ORDER BY id")]
-    assert kinds == ["submitted", "canceled", "retried"]
+    # One submit is one batch: canceling its only job finished the batch.
+    assert kinds == ["submitted", "canceled", "batch-finished", "retried"]
     missing = cli.run("retry", "999999", check=False)
     assert_one_line_error(missing, "no job with id 999999")
 

@@ -24,8 +24,6 @@ CREATE INDEX jobs_batch_idx ON jobs (batch_id) WHERE batch_id IS NOT NULL;
 CREATE INDEX jobs_depends_idx ON jobs USING gin (depends_on);
 
 CREATE FUNCTION ffdesk_job_state_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    b record;
 BEGIN
     IF NEW.state = 'succeeded' THEN
         -- One dependency fewer to wait for.
@@ -61,6 +59,19 @@ BEGIN
         SELECT id, 'revived', jsonb_build_object('dependency', NEW.id) FROM back;
     END IF;
 
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER jobs_state_changed AFTER UPDATE OF state ON jobs
+    FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
+    EXECUTE FUNCTION ffdesk_job_state_changed();
+
+-- Batches are judged at commit (a deferred trigger): after every event the transaction
+-- writes about its jobs, so "batch finished" comes after the last job's own "succeeded".
+CREATE FUNCTION ffdesk_batch_progress() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    b record;
+BEGIN
     IF NEW.batch_id IS NOT NULL THEN
         IF NEW.state IN ('queued', 'running') THEN
             UPDATE batches SET state = 'open', finished_at = NULL
@@ -90,6 +101,7 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE TRIGGER jobs_state_changed AFTER UPDATE OF state ON jobs
-    FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
-    EXECUTE FUNCTION ffdesk_job_state_changed();
+CREATE CONSTRAINT TRIGGER jobs_batch_progress AFTER UPDATE OF state ON jobs
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW WHEN (NEW.batch_id IS NOT NULL AND OLD.state IS DISTINCT FROM NEW.state)
+    EXECUTE FUNCTION ffdesk_batch_progress();
