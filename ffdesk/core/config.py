@@ -61,6 +61,15 @@ class Settings:
     # {media = "/mnt/media"}; checked at start and every roots_check seconds.
     roots: dict[str, str] = field(default_factory=dict)
     roots_check: float = 120.0
+    # Node-local hooks (issue 7): the allowlist of commands this machine runs around jobs,
+    # name -> argv, e.g. {notify = ["/usr/local/bin/notify", "--quiet"]}. A preset can only
+    # name one; what runs is decided here.
+    hooks: dict[str, list[str]] = field(default_factory=dict)
+    hook_timeout: float = 60.0
+    # Prometheus endpoint GET /metrics (ffdesk.engine.metrics): 0 is off. Localhost unless
+    # told otherwise: elsewhere it shows the queue's counts (never paths) to anyone who asks.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     debug: str = ""  # comma separated areas: db,queue,ffmpeg,cluster,node or "all"
 
     @property
@@ -78,6 +87,8 @@ _TYPES: dict[str, type] = {f.name: f.type for f in fields(Settings)}  # type: ig
 def _coerce(name: str, value: Any, origin: str) -> Any:
     if name == "roots":
         return parse_root_mappings(value, origin)
+    if name == "hooks":
+        return _parse_hooks(value, origin)
     kind = str(_TYPES[name])
     try:
         if value is None:
@@ -107,7 +118,10 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
         raise ConfigError(f"{origin}: 'slots' must be at least 1")
     if name in ("heartbeat", "poll_interval") and result <= 0:
         raise ConfigError(f"{origin}: '{name}' must be greater than 0")
-    if name in ("retry_base", "retry_max", "stall_timeout", "roots_check") and result <= 0:
+    if (
+        name in ("retry_base", "retry_max", "stall_timeout", "roots_check", "hook_timeout")
+        and result <= 0
+    ):
         raise ConfigError(f"{origin}: '{name}' must be greater than 0")
     if name == "quarantine_after" and result < 1:
         raise ConfigError(f"{origin}: 'quarantine_after' must be at least 1")
@@ -118,9 +132,37 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
             raise ConfigError(
                 f"{origin}: 'memory_limit' must be a size such as 512M or 2G"
             ) from None
+    if name == "metrics_port" and not 0 <= result <= 65535:
+        raise ConfigError(f"{origin}: 'metrics_port' must be 0 (off) to 65535")
+    if name == "metrics_host" and not result.strip():
+        raise ConfigError(f"{origin}: 'metrics_host' must be a host name or address")
     if name == "lease_beats" and result < 2:
         raise ConfigError(f"{origin}: 'lease_beats' must be at least 2")
     return result
+
+
+def _parse_hooks(value: Any, origin: str) -> dict[str, list[str]]:
+    """Hooks from the settings file only: a table of name = [argv...]. (Not from the
+    environment or a flag: an allowlist should be a deliberate edit on the machine.)"""
+    import json
+    import re
+
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError:
+            raise ConfigError(f"{origin}: 'hooks' must be a table of name = [argv...]") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{origin}: 'hooks' must be a table of name = [argv...]")
+    hooks: dict[str, list[str]] = {}
+    for name, argv in value.items():
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", str(name)):
+            raise ConfigError(f"{origin}: hook name '{name}' must be letters, digits, '-', '_'")
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise ConfigError(f"{origin}: hook '{name}' must be a non-empty list of strings "
+                              "(the command and its arguments; no shell)")
+        hooks[str(name)] = list(argv)
+    return hooks
 
 
 def read_settings_file(path: Path) -> dict[str, Any]:

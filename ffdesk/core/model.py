@@ -169,6 +169,7 @@ class Attempt:
     output_hash: str | None = None
     output_full_hash: str | None = None
     output_probe: dict[str, Any] | None = None
+    hooks: list[dict[str, Any]] = field(default_factory=list)  # node-local hook runs
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -22,6 +22,7 @@ class PolicyError(FfdeskError):
     """A run policy value (in a preset or a setting) is invalid."""
 
 
+HOOK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
 
@@ -65,6 +66,10 @@ class RunPolicy:
     on_conflict: Conflict = "keep-both"
     memory_limit: int | None = None  # bytes of FFmpeg RSS; exceeded -> stopped, retried
     stall_timeout: float | None = None  # seconds without progress -> stopped, retried
+    # Node-local hooks by name. Only a name: the command is whatever the running node's own
+    # settings list under that name ([hooks]); a node without it refuses the job.
+    pre_hook: str | None = None
+    post_hook: str | None = None
 
     @classmethod
     def from_table(cls, table: dict[str, Any], where: str) -> RunPolicy:
@@ -89,6 +94,14 @@ class RunPolicy:
             if table["on_conflict"] not in CONFLICTS:
                 raise PolicyError(f"{where}: 'on_conflict' must be one of {', '.join(CONFLICTS)}")
             values["on_conflict"] = table["on_conflict"]
+        for key in ("pre_hook", "post_hook"):
+            if key in table:
+                name = table[key]
+                if not isinstance(name, str) or not HOOK_NAME.match(name):
+                    raise PolicyError(
+                        f"{where}: '{key}' must be a hook name (letters, digits, '-', '_')"
+                    )
+                values[key] = name
         if "memory_limit" in table:
             values["memory_limit"] = parse_size(
                 table["memory_limit"], what=f"{where}: 'memory_limit'"
