@@ -592,6 +592,25 @@ async def record_output_intent(conn: Conn, lease: Lease, audit: RunAudit) -> boo
     return cur.rowcount == 1
 
 
+async def record_hook(
+    conn: Conn, lease: Lease, *, node: str, result: dict[str, Any], ok: bool
+) -> None:
+    """Append a hook run to our attempt's audit trail, and an event for the job's log."""
+    await conn.execute(
+        "UPDATE attempts SET hooks = hooks || %s WHERE id = %s",
+        [Jsonb([result]), lease.claim],
+    )
+    await _event(
+        conn,
+        "hook" if ok else "hook-failed",
+        lease.job_id,
+        node,
+        {"claim": lease.claim, "hook": result["name"], "phase": result["phase"],
+         "exit_code": result["exit_code"], "error": result.get("error")},
+    )
+    await conn.commit()
+
+
 async def own_output_hashes(conn: Conn, job_id: int) -> set[str]:
     """Fast hashes of every output this job's runs produced: an existing file with one of
     them is ffdesk's own for this job and may be replaced."""
@@ -1031,7 +1050,7 @@ async def get_attempts(conn: Conn, job_id: int) -> list[Attempt]:
                   finished_at, outcome, counted, exit_code, reason, argv, ffmpeg_version,
                   ffmpeg_sha256, ffmpeg_fingerprint, input_probe, stderr, stderr_bytes,
                   kind, pid, retry_at, input_size, input_mtime, input_hash, input_full_hash,
-                  output_path, output_size, output_hash, output_full_hash, output_probe
+                  output_path, output_size, output_hash, output_full_hash, output_probe, hooks
              FROM attempts WHERE job_id = %s ORDER BY id""",
         [job_id],
     )

@@ -15,7 +15,8 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ from ffdesk.core.model import Job, JobState, Lease
 from ffdesk.core.policy import Decision, RunPolicy, decide, format_size
 from ffdesk.core.roots import RootMap, is_ref
 from ffdesk.db import jobs as jobs_sql
+from ffdesk.engine import hooks
 from ffdesk.engine.dbaccess import Pool
 from ffdesk.ffmpeg.failure import Failure, classify_failure
 from ffdesk.ffmpeg.locate import Identity
@@ -83,6 +85,8 @@ class RunLimits:
     retry_base: float = 10.0
     retry_max: float = 600.0
     full_hash: bool = False
+    hooks: Mapping[str, list[str]] = field(default_factory=dict)  # this node's allowlist
+    hook_timeout: float = 60.0
 
 
 class JobRun:
@@ -205,6 +209,10 @@ class JobRun:
             )
             return
         assert self.input_path is not None and self.output_path is not None
+        refusal = hooks.refused(job, self.limits.hooks, self.node)
+        if refusal:
+            await self._fail(Failure("config", refusal))
+            return
         if not self.is_url:
             try:
                 self.input_size = await self._check_input(Path(self.input_path))
@@ -234,6 +242,11 @@ class JobRun:
         if self._gone():
             await self._end_without_result(None)
             return
+        pre = await self._hook("pre")
+        if pre is not None and not pre.ok:
+            # This node's own command failed (its allowlist, its environment).
+            await self._fail(Failure("environment", pre.summary()))
+            return
         # 3. FFmpeg, and the input's fingerprint meanwhile (it must not delay the start).
         preset = Preset(
             name=job.preset,
@@ -244,7 +257,8 @@ class JobRun:
             builtin=False,
         )
         source = job.input if self.is_url else Path(self.input_path)
-        argv = build_argv(self.tools.ffmpeg, preset.render(input=source, output=self.temp))
+        rendered = preset.render(input=source, output=self.temp, node=self.node, meta=job.meta)
+        argv = build_argv(self.tools.ffmpeg, rendered)
         loop = asyncio.get_running_loop()
         self.process = FfmpegProcess(
             argv,
@@ -355,6 +369,36 @@ class JobRun:
             ffmpeg=self.tools.ffmpeg,
             tolerance=tolerance,
         )
+
+    async def _hook(self, phase: str, written: str | None = None) -> hooks.HookResult | None:
+        """Run the job's ``phase`` hook if its preset names one (already allowlisted)."""
+        name = (self.job.policy or {}).get(f"{phase}_hook")
+        if not name:
+            return None
+        sidecar = {
+            **self.job.to_dict(),
+            "phase": phase,
+            "node": self.node,
+            "input_path": self.input_path,
+            "output_path": str(self.output_path) if self.output_path else None,
+            "written_path": written,
+        }
+        result = await asyncio.to_thread(
+            hooks.run_hook,
+            name,
+            phase,
+            list(self.limits.hooks[name]),
+            sidecar,
+            timeout=self.limits.hook_timeout,
+        )
+        log.info("job #%d: %s", self.job.id, result.summary())
+        with contextlib.suppress(psycopg.Error):
+            await self.pool.run(
+                lambda c: jobs_sql.record_hook(
+                    c, self.lease, node=self.node, result=result.to_dict(), ok=result.ok
+                )
+            )
+        return result
 
     async def _take_fingerprint(self) -> Fingerprint | None:
         try:
@@ -583,6 +627,12 @@ class JobRun:
         if written is None:
             await self._end_without_result(result)
             return
+        if written != "skipped":
+            # After the commit: the output is in place; a failing post hook is recorded in
+            # the audit trail and the job's events, and does not undo the result.
+            post = await self._hook("post", written=written)
+            if post is not None and not post.ok:
+                log.warning("job #%d: %s", self.job.id, post.summary())
         self.final_kind = "succeeded"
         self.stats.succeeded += 1
         self.stats.finished_ids.append(self.job.id)
