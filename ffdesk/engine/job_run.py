@@ -31,6 +31,7 @@ from ffdesk.db import jobs as jobs_sql
 from ffdesk.engine import hooks
 from ffdesk.engine.dbaccess import Pool
 from ffdesk.ffmpeg.failure import Failure, classify_failure
+from ffdesk.ffmpeg.ladder import TASK_MASTER, master_playlist
 from ffdesk.ffmpeg.locate import Identity
 from ffdesk.ffmpeg.presets import Preset
 from ffdesk.ffmpeg.probe import (
@@ -39,6 +40,7 @@ from ffdesk.ffmpeg.probe import (
     check_input,
     input_from_log,
     output_from_log,
+    probe_as,
 )
 from ffdesk.ffmpeg.progress import Progress
 from ffdesk.ffmpeg.runner import (
@@ -242,6 +244,9 @@ class JobRun:
         if self._gone():
             await self._end_without_result(None)
             return
+        if (job.meta or {}).get("task") == TASK_MASTER:
+            await self._write_master()
+            return
         pre = await self._hook("pre")
         if pre is not None and not pre.ok:
             # This node's own command failed (its allowlist, its environment).
@@ -369,6 +374,57 @@ class JobRun:
             ffmpeg=self.tools.ffmpeg,
             tolerance=tolerance,
         )
+
+    async def _write_master(self) -> None:
+        """An ABR ladder's master playlist: written by the node from its renditions'
+        playlists (each probed for its real resolution), verified, put in place like any
+        output. Its dependencies guarantee the renditions succeeded first."""
+        assert self.output_path is not None
+        started = time.time()
+        argv = ["ffdesk", TASK_MASTER, str(self.output_path)]
+        await self._write(
+            lambda c: jobs_sql.mark_started(
+                c, self.lease, argv=argv, ffmpeg_version=self.tools.identity.version_line,
+                ffmpeg_sha256=self.tools.identity.binary_sha256,
+                ffmpeg_fingerprint=self.tools.identity.fingerprint, duration_s=None,
+                input_probe=None, pid=os.getpid(), node=self.node,
+            ),
+            "recording the start",
+        )
+        folder = self.output_path.parent
+        log_lines, variants = [], []
+        for variant in (self.job.meta or {}).get("variants", []):
+            path = folder / str(variant["uri"])
+            try:
+                info = await asyncio.to_thread(
+                    probe_as, path, ffprobe=self.tools.ffprobe, ffmpeg=self.tools.ffmpeg,
+                    role="output",
+                )
+            except ProbeError as exc:
+                await self._fail(
+                    Failure("unknown", f"rendition {variant['uri']} unreadable: {exc.reason}")
+                )
+                return
+            video = next((st for st in info.streams if st.kind == "video"), None)
+            width, height = (video.width, video.height) if video else (None, None)
+            variants.append({**variant, "width": width, "height": height})
+            log_lines.append(f"{variant['uri']}: {info.summary()}")
+        text = master_playlist(variants)
+        await asyncio.to_thread(self.temp.write_text, text, "utf-8")
+        problem, described = await asyncio.to_thread(
+            probe_and_verify, self.temp, expect=None, needs=("video",),
+            ffprobe=self.tools.ffprobe, ffmpeg=self.tools.ffmpeg,
+        )
+        log_text = "\n".join([*log_lines, "", text])
+        result = RunResult(
+            exit_code=0 if problem is None else 1, stderr=log_text, canceled=False, signal=None,
+            pid=os.getpid(), argv=argv, started_at=started, ended_at=time.time(),
+            stderr_raw=log_text.encode("utf-8"),
+        )
+        if problem:
+            await self._fail(Failure("unknown", f"master playlist failed: {problem}"), result)
+            return
+        await self._succeed(result, described)
 
     async def _hook(self, phase: str, written: str | None = None) -> hooks.HookResult | None:
         """Run the job's ``phase`` hook if its preset names one (already allowlisted)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import os
 import re
@@ -15,6 +16,7 @@ from ffdesk.core.errors import FfdeskError
 from ffdesk.core.media import expand
 from ffdesk.core.model import NewJob
 from ffdesk.engine.routing import Placement, routing
+from ffdesk.ffmpeg.ladder import MASTER_NAME, TASK_MASTER, rendition_args
 from ffdesk.ffmpeg.presets import Preset, rel_dir_for
 
 
@@ -76,7 +78,7 @@ def plan_jobs(request: SubmitRequest) -> list[NewJob]:
         assert request.output_dir is not None
         name = PurePosixPath(unquote(urlsplit(url).path)).name or "stream"
         output = request.output_dir.absolute() / preset.output_name(Path(name))
-        jobs.append(_new_job(request, url, output, max_attempts, policy))
+        jobs.extend(_jobs_for(request, url, output, max_attempts, policy, "", len(jobs)))
     for src in files:
         if not src.is_file():
             raise SubmitError(f"not a regular file: {src}")
@@ -91,11 +93,46 @@ def plan_jobs(request: SubmitRequest) -> list[NewJob]:
                 f"preset '{request.preset.name}' would overwrite its input {src}; "
                 "choose an --output-dir"
             )
-        jobs.append(_new_job(request, str(src), output, max_attempts, policy, rel_dir))
+        jobs.extend(_jobs_for(request, str(src), output, max_attempts, policy, rel_dir, len(jobs)))
     outputs = [j.output for j in jobs]
     if len(set(outputs)) != len(outputs):
         dup = next(o for o in outputs if outputs.count(o) > 1)
         raise SubmitError(f"two inputs would write the same output {dup}")
+    return jobs
+
+
+def _jobs_for(
+    request: SubmitRequest,
+    source: str,
+    output: Path,
+    max_attempts: int,
+    policy: dict,
+    rel_dir: str,
+    first_index: int,
+) -> list[NewJob]:
+    """One job, or for a ladder preset one job per rendition (``output`` is then a folder)
+    plus the master playlist job that runs after all of them."""
+    preset = request.preset
+    if not preset.is_ladder:
+        return [_new_job(request, source, output, max_attempts, policy, rel_dir)]
+    jobs = []
+    for rendition in preset.renditions:
+        job = _new_job(request, source, output / f"{rendition.name}.m3u8", max_attempts,
+                       policy, rel_dir)
+        args = rendition_args(rendition, preset.segment_seconds)
+        jobs.append(dataclasses.replace(
+            job, preset_args=args, meta={**job.meta, "rendition": rendition.name}
+        ))
+    variants = [{"uri": f"{r.name}.m3u8", "bandwidth": r.bandwidth, "rendition": r.name}
+                for r in preset.renditions]
+    master = _new_job(request, source, output / MASTER_NAME, max_attempts, policy, rel_dir)
+    jobs.append(dataclasses.replace(
+        master,
+        preset_args=[],
+        requires=[],  # the node writes it itself: no encoder needed
+        meta={"task": TASK_MASTER, "variants": variants},
+        after=list(range(first_index, first_index + len(preset.renditions))),
+    ))
     return jobs
 
 

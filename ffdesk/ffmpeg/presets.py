@@ -29,6 +29,7 @@ from typing import Any
 from ffdesk.core.errors import FfdeskError
 from ffdesk.core.policy import POLICY_KEYS, PolicyError, RunPolicy
 from ffdesk.core.roots import is_ref, parse_ref
+from ffdesk.ffmpeg.ladder import LadderError, Rendition, parse_renditions, rendition_args
 from ffdesk.ffmpeg.resources import resource_path
 
 # Time parts: in 'args' they are the time the node starts FFmpeg, in 'output' the submit time.
@@ -61,6 +62,7 @@ SAVE_FORBIDDEN_ARGS = {
     "-stats_period": "the runner sets how often FFmpeg reports progress",
 }
 _KEYS = frozenset({"description", "args", "output", "needs"}) | POLICY_KEYS
+_LADDER_KEYS = frozenset({"kind", "renditions", "segment_seconds"})
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 NAME_MAX = 64
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -85,6 +87,14 @@ class Preset:
     source: str = field(default="", compare=False)
     # The policy keys as written in the table ("2G" stays "2G"), for export and display.
     policy_table: tuple[tuple[str, Any], ...] = field(default=(), compare=False, repr=False)
+    # An ABR ladder (kind = "ladder"): one job per rendition plus a master playlist job;
+    # ``args`` then holds the first rendition's arguments (for listing and validation).
+    renditions: tuple[Rendition, ...] = ()
+    segment_seconds: float = 4.0
+
+    @property
+    def is_ladder(self) -> bool:
+        return bool(self.renditions)
 
     @property
     def encoders(self) -> tuple[str, ...]:
@@ -164,6 +174,10 @@ class Preset:
         table: dict[str, Any] = {"description": self.description, "args": list(self.args),
                                  "output": self.output, "needs": list(self.needs)}
         table.update(self.policy_table if self.policy_table else self.policy.to_dict())
+        if self.renditions:
+            table = {k: v for k, v in table.items() if k != "args"}
+            table.update(kind="ladder", segment_seconds=self.segment_seconds,
+                         renditions=[dict(r.__dict__) for r in self.renditions])
         return table
 
 
@@ -328,9 +342,25 @@ def _build(name: str, table: object, source: str, builtin: bool, origin: str = "
         )
     if not isinstance(table, dict):
         raise PresetError(f"{where}: must be a table, e.g. [{name}]")
-    unknown = set(table) - _KEYS
+    unknown = set(table) - _KEYS - _LADDER_KEYS
     if unknown:
         raise PresetError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    renditions: tuple[Rendition, ...] = ()
+    segment_seconds = 4.0
+    if "kind" in table or "renditions" in table:
+        if table.get("kind") != "ladder":
+            raise PresetError(f"{where}: 'kind' must be \"ladder\" (with 'renditions')")
+        if "args" in table:
+            raise PresetError(f"{where}: a ladder has 'renditions' instead of 'args'")
+        segment_seconds = table.get("segment_seconds", 4.0)
+        if not isinstance(segment_seconds, int | float) or not 1 <= segment_seconds <= 60:
+            raise PresetError(f"{where}: 'segment_seconds' must be 1-60")
+        try:
+            renditions = parse_renditions(table.get("renditions"), where)
+        except LadderError as exc:
+            raise PresetError(str(exc)) from None
+        table = {**table, "args": rendition_args(renditions[0], float(segment_seconds)),
+                 "needs": table.get("needs", ["video"])}
     args = table.get("args")
     if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
         raise PresetError(f"{where}: 'args' must be a non-empty list of strings")
@@ -370,6 +400,7 @@ def _build(name: str, table: object, source: str, builtin: bool, origin: str = "
     return Preset(
         name, description, tuple(args), output, tuple(dict.fromkeys(needs)), builtin, policy,
         source=origin, policy_table=tuple(sorted(policy_items.items())),
+        renditions=renditions, segment_seconds=float(segment_seconds),
     )
 
 
