@@ -694,7 +694,14 @@ def _toml_value(value: Any) -> str:
         return _toml_string(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # a ladder's renditions: inline tables
+        items = ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + items + " }"
     raise PresetError(f"cannot write {value!r} as TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY_RE.match(key) else _toml_string(key)
 
 
 def _toml_array(key: str, items: list[str], width: int = 96) -> str:
@@ -736,5 +743,12 @@ def dump_presets(
             else:
                 out.append(f"{key} = {_toml_value(table[key])}")
         for key in sorted(set(table) - {"description", "args", "output", "needs"}):
-            out.append(f"{key} = {_toml_value(table[key])}")
+            value = table[key]
+            if isinstance(value, list | tuple) and any(isinstance(v, dict) for v in value):
+                # A ladder's renditions: one inline table per line keeps lines short.
+                out.append(f"{key} = [")
+                out.extend(f"    {_toml_value(v)}," for v in value)
+                out.append("]")
+            else:
+                out.append(f"{key} = {_toml_value(value)}")
     return "\n".join(out) + "\n"

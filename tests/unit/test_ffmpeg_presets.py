@@ -35,7 +35,7 @@ DEBIAN_FFMPEG = Path("/usr/bin/ffmpeg")
 DEBIAN_FFPROBE = Path("/usr/bin/ffprobe")
 BUILTINS = [
     "h264-mp4", "hevc-mp4", "remux-mp4", "aac-extract", "proxy-720p", "h264-nvenc",
-    "thumbnail-jpg",
+    "thumbnail-jpg", "hls-ladder",
 ]
 
 
@@ -167,8 +167,8 @@ def test_get_preset() -> None:
     with pytest.raises(PresetError) as info:
         get_preset(presets, "x")
     assert str(info.value) == (
-        "unknown preset 'x'; known: aac-extract, h264-mp4, h264-nvenc, hevc-mp4, proxy-720p, "
-        "remux-mp4, thumbnail-jpg"
+        "unknown preset 'x'; known: aac-extract, h264-mp4, h264-nvenc, hevc-mp4, hls-ladder, "
+        "proxy-720p, remux-mp4, thumbnail-jpg"
     )
 
 
