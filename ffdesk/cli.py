@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ffdesk import __version__, cli_roots
+from ffdesk import __version__, cli_roots, cli_webhooks
 from ffdesk.core.config import Settings, load_settings
 from ffdesk.core.errors import ConfigError, FfdeskError
 from ffdesk.core.logsetup import setup_logging
@@ -109,6 +109,11 @@ def _build_parser() -> argparse.ArgumentParser:
     node = add("node", "run a headless worker node", node_opts)
     node.add_argument("--exit-when-idle", action="store_true",
                       help="exit once the queue is empty and no job runs")
+    node.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                      help="serve Prometheus metrics at http://HOST:PORT/metrics (0: off)")
+    node.add_argument("--metrics-host", default=None, metavar="HOST",
+                      help="address for --metrics-port (default 127.0.0.1; elsewhere anyone "
+                           "who can reach it sees the queue's counts, never paths)")
 
     submit = add("submit", "queue files (folders expand to the media files inside)")
     submit.add_argument("--preset", required=True, help="preset name (see 'ffdesk presets')")
@@ -168,6 +173,7 @@ def _build_parser() -> argparse.ArgumentParser:
     priority.add_argument("ids", type=int, nargs="+", metavar="ID")
 
     cli_roots.add_parser(sub, common)
+    cli_webhooks.add_parser(sub, common)
     top = add("top", "move queued jobs to the top of the queue (run next)")
     top.add_argument("ids", type=int, nargs="+", metavar="ID")
     cluster = add("cluster", "cluster-wide settings every node shares")
@@ -975,6 +981,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Places], int]] = {
     "top": lambda a, s, p: cmd_top(a, s, p),
     "cluster": lambda a, s, p: cmd_cluster(a, s, p),
     "roots": cli_roots.command(lambda s, p, fn: _run_db(s, p, fn), lambda: _submitter()),
+    "webhooks": cli_webhooks.command(lambda s, p, fn: _run_db(s, p, fn), lambda: _submitter()),
     "db": cmd_db,
     "demo": cmd_demo,
     "gui": cmd_gui,

@@ -48,7 +48,10 @@ from ffdesk.db import migrate, nodes, samples
 from ffdesk.db.connect import connect_async
 from ffdesk.engine.dbaccess import Pool, backoff
 from ffdesk.engine.job_run import JobRun, RunLimits, Tools
+from ffdesk.engine.metrics import start_metrics
 from ffdesk.engine.temp_journal import TempJournal
+from ffdesk.engine.watch import Watcher
+from ffdesk.engine.webhooks import Deliverer
 from ffdesk.ffmpeg.locate import find_ffmpeg, find_ffprobe, identify
 
 log = logging.getLogger("ffdesk.node")
@@ -108,6 +111,8 @@ class Node:
             retry_base=settings.retry_base,
             retry_max=settings.retry_max,
             full_hash=settings.full_hash,
+            hooks=dict(settings.hooks),
+            hook_timeout=settings.hook_timeout,
         )
         # Where this node lists the temp files it is writing (removed at the next start if
         # a crash left them behind). None: no journal (embedded in tests).
@@ -129,6 +134,8 @@ class Node:
         # first renews its own leases before anyone may rescue jobs whose leases ran out.
         self._db_ok_since: float | None = None
         self._ping_echo = asyncio.Event()
+        self.watcher = Watcher(self)  # scans watchfolders (ffdesk.engine.watch)
+        self.webhooks = Deliverer(self)  # delivers the webhook outbox (ffdesk.engine.webhooks)
         self.ready = asyncio.Event()  # set once registered and claiming (tests, GUI)
 
     # ------------------------------------------------------------------ control
@@ -190,7 +197,10 @@ class Node:
             self._spawn(self._listen_loop(), "listener")
             self._spawn(self._heartbeat_loop(), "heartbeat")
             self._spawn(self._rescue_loop(), "rescuer")
+            self._spawn(self.watcher.run(), "watch")
+            self._spawn(self.webhooks.run(), "webhooks")
             self._spawn(self._roots_loop(), "roots")
+            await start_metrics(self)  # --metrics-port: GET /metrics; a stop closes it
             log.info(
                 "node %s online: %d slot(s), ffmpeg %s, heartbeat %.1f s, database %s",
                 self.identifier,
@@ -597,6 +607,12 @@ class Node:
             for identifier, state in ids or []:
                 if identifier == self.identifier:
                     self._apply_state(state)
+            return
+        if kind == "watch":  # a watchfolder was added or resumed
+            self.watcher.wake()
+            return
+        if kind == "webhook":  # a webhook delivery was queued
+            self.webhooks.wake()
             return
         if kind != "job":
             return
