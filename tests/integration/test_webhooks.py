@@ -445,3 +445,46 @@ def test_lease_lets_another_node_take_over_and_fences_the_first(any_db_url: str)
     assert with_conn(db_url, hooks_sql.next_due) is None
     idle = with_conn(db_url, lambda c: hooks_sql.claim_next(c, node="n2", limit=5, lease_s=30))
     assert idle == ([], None)
+
+
+def test_batch_of_ten_with_a_poison_file_reports_9_1_10_and_one_webhook(
+    cli: Cli, clips: Clips, nodes, receivers, tmp_path
+):
+    """Issue 7 acceptance: one submit of 10 files is one batch; the poison file (a FIFO that
+    never delivers: stalled, retried, dead) leaves 9 done / 1 failed / 10 total, and exactly
+    one batch.finished webhook arrives although two nodes deliver."""
+    import os
+    import shutil
+
+    receiver = receivers()
+    webhook_id, secret = add_webhook(cli, receiver.url, "--event", "batch.finished")
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in range(10):
+        shutil.copyfile(clips.good, src / f"clip {n}.mp4")
+    out = ("--output-dir", str(tmp_path / "out"), "--batch-name", "ten")
+    ids = cli.submit(src, preset="remux-mp4", extra=out)
+    assert len(ids) == 10
+    poison = src / "clip 4.mp4"
+    poison.unlink()
+    os.mkfifo(poison)  # submit takes regular files only: the FIFO replaces it afterwards
+    for name in ("one", "two"):
+        node = cli.start_node(name, *HB, "--stall-timeout", "1", "--retry-base", "0.05",
+                              slots=2)
+        nodes.append(node)
+    wait_for(lambda: receiver.delivered("batch.finished"), 60, message="batch.finished")
+    ping_barrier(cli, receiver, webhook_id)  # anything else due would have arrived by now
+    finished = list(receiver.delivered("batch.finished").values())
+    assert len(finished) == 1
+    post = finished[0]
+    assert verify_signature(secret, post.headers["X-Ffdesk-Timestamp"], post.body,
+                            post.headers["X-Ffdesk-Signature"], tolerance_s=300)
+    batch = post.data["batch"]
+    assert (batch["name"], batch["done"], batch["failed"], batch["total"]) == ("ten", 9, 1, 10)
+    states = dict(query(cli.database, "SELECT id, state FROM jobs"))
+    assert sorted(states.values()) == ["dead"] + ["succeeded"] * 9
+    shown = json.loads(cli.run("batches", str(batch["id"]), "--json").stdout)
+    assert (shown["done"], shown["failed"], shown["total"], shown["state"]) == (
+        9, 1, 10, "finished")
+    assert len([p for p in receiver.snapshot() if p.headers["X-Ffdesk-Event"]
+                == "batch.finished"]) == 1  # no duplicate POST either
