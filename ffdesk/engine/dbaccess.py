@@ -27,14 +27,29 @@ def backoff(attempt: int, *, base: float = 0.2, cap: float = 10.0) -> float:
 
 
 class Pool:
-    def __init__(self, url: str, *, size: int = 4, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        size: int = 4,
+        timeout: float = 30.0,
+        idle_in_transaction_s: float | None = None,
+    ) -> None:
         check_url(url)
         self.url = url
+        kwargs = dict(connection_kwargs())
+        if idle_in_transaction_s:
+            # A node frozen mid-transaction (SIGSTOP, a suspended laptop, a debugger) would
+            # hold its row locks until it wakes, and SKIP LOCKED rescuers would skip its jobs
+            # forever. With this the server ends such a transaction and frees the locks.
+            kwargs["options"] = (
+                f"-c idle_in_transaction_session_timeout={int(idle_in_transaction_s * 1000)}"
+            )
         self._pool = AsyncConnectionPool(
             url,
             min_size=1,
             max_size=size,
-            kwargs=dict(connection_kwargs()),
+            kwargs=kwargs,
             open=False,
             timeout=timeout,  # how long a caller waits for a connection before PoolTimeout
             name="ffdesk",

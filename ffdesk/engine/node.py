@@ -178,6 +178,10 @@ class Node:
             self.db_url,
             size=max(4, self.settings.slots + 2),
             timeout=max(2.0, 2 * self.settings.heartbeat),
+            # Nothing a node does keeps a transaction open for long (a watch scan that walks
+            # a folder lifts this for itself); one frozen longer than a lease is as good as
+            # dead, and its locks must not outlive it.
+            idle_in_transaction_s=max(5.0, 2 * self.settings.lease_seconds),
         )
         await self.pool.open()
         try:

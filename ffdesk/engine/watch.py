@@ -513,6 +513,9 @@ class Watcher:
         claimed: Watchfolder | None = None
         try:
             async with conn.transaction():
+                # Walking a big folder on a slow share can take longer than the node's
+                # idle-in-transaction limit (see Node's pool); only this folder's row is held.
+                await conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
                 claimed, due_in = await wsql.claim_next(
                     conn, node=self.identifier, roots=sorted(self.root_map.paths)
                 )
