@@ -35,3 +35,21 @@ CREATE TABLE cluster (
     aging_s double precision NOT NULL DEFAULT 60 CHECK (aging_s > 0)
 );
 INSERT INTO cluster DEFAULT VALUES;
+
+-- The routing test of the claim, as a function the planner does not inline: it cannot
+-- estimate array containment and, seeing the conditions spelled out, guesses almost no queued
+-- job passes and reads and sorts the whole queue. Behind a function it assumes a fair share
+-- passes and walks the ordered claim index, stopping after a few hundred rows.
+CREATE FUNCTION ffdesk_can_run(
+    in_roots text[], out_roots text[], requires text[], tags text[],
+    ffmpeg_min text, ffmpeg_max text,
+    roots_read text[], roots_write text[], encoders text[], node_tags text[], semver int[]
+) RETURNS boolean LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE COST 5 AS $$
+BEGIN
+    RETURN in_roots <@ roots_read AND out_roots <@ roots_write
+       AND requires <@ encoders AND tags <@ node_tags
+       AND (ffmpeg_min IS NULL OR semver >= string_to_array(ffmpeg_min, '.')::int[])
+       AND (ffmpeg_max IS NULL
+            OR semver[1:cardinality(string_to_array(ffmpeg_max, '.'))]
+               <= string_to_array(ffmpeg_max, '.')::int[]);
+END $$;
