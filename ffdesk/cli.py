@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ffdesk import __version__, cli_roots, cli_webhooks
+from ffdesk import __version__, cli_autostart, cli_roots, cli_webhooks, selftest
 from ffdesk.core.config import Settings, load_settings
 from ffdesk.core.errors import ConfigError, FfdeskError
 from ffdesk.core.logsetup import setup_logging
@@ -174,6 +174,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     cli_roots.add_parser(sub, common)
     cli_webhooks.add_parser(sub, common)
+    selftest.add_parser(sub, common)
+    cli_autostart.add_parser(sub, common)
     top = add("top", "move queued jobs to the top of the queue (run next)")
     top.add_argument("ids", type=int, nargs="+", metavar="ID")
     cluster = add("cluster", "cluster-wide settings every node shares")
@@ -985,6 +987,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Places], int]] = {
     "db": cmd_db,
     "demo": cmd_demo,
     "gui": cmd_gui,
+    "selftest": selftest.cmd_selftest,
+    "autostart": cli_autostart.cmd_autostart,
 }
 
 
