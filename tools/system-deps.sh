@@ -10,7 +10,7 @@ qt_libs=(libegl1 libgl1 libfontconfig1 libdbus-1-3 libglib2.0-0 libxkbcommon0
          libxcb-image0 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1)
 packages=(python3-venv ffmpeg "${qt_libs[@]}")
 if [ "${1:-}" = "--test" ]; then
-  packages+=(xvfb xauth postgresql-15 e2fsprogs imagemagick)
+  packages+=(xvfb xauth x11-utils postgresql-15 e2fsprogs imagemagick)
 fi
 missing=()
 for p in "${packages[@]}"; do
