@@ -560,7 +560,7 @@ class Node:
                     clog.debug("listening on channel %s", CHANNEL)
                     self._wake.set()  # whatever happened while we were not listening
                     if self.running:
-                        self._spawn(self._check_leases(), "lease-check")
+                        self._spawn(self._check_leases_quietly(), "lease-check")
                     async for note in conn.notifies():
                         if note.channel == PING_CHANNEL:
                             if note.payload == self.session:
@@ -624,7 +624,7 @@ class Node:
             self._wake.set()
         if ids is None:
             if self.running:
-                self._spawn(self._check_leases(), "lease-check")
+                self._spawn(self._check_leases_quietly(), "lease-check")
             return
         for job_id, state in ids:
             run = self.running.get(job_id)
@@ -716,6 +716,15 @@ class Node:
             f"{result.next_expiry_s:.2f}" if result.next_expiry_s is not None else "-",
         )
         return result.next_expiry_s
+
+    async def _check_leases_quietly(self) -> None:
+        """An extra lease check (after a NOTIFY or a reconnect). The database may be away
+        (a pool timeout right after this process was frozen): the heartbeat loop notices and
+        says so; this must not end the node."""
+        try:
+            await self._check_leases()
+        except DB_TROUBLE as exc:
+            clog.debug("extra lease check skipped: %s", _last_line(exc))
 
     async def _check_leases(self) -> None:
         assert self.pool is not None
