@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon
 
@@ -56,9 +56,32 @@ def apply_theme(theme: str) -> None:
         hints.unsetColorScheme()
 
 
+class FileOpenFilter(QObject):
+    """macOS delivers files dropped on the Dock icon or opened with "Open With" as
+    QEvent.FileOpen on the application, not as command-line arguments."""
+
+    def __init__(self, open_files: Callable[[list[str]], None]) -> None:
+        super().__init__()
+        self._open_files = open_files
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.FileOpen:
+            path = event.file() or event.url().toLocalFile()  # type: ignore[attr-defined]
+            if path:
+                self._open_files([path])
+                return True
+        return False
+
+
 def ffdesk_command() -> list[str]:
     """How to start this ffdesk again (autostart, restart): the frozen app or the module."""
     if getattr(sys, "frozen", False):
+        exe = Path(sys.executable)
+        # The Windows bundle has a console twin for the command line: autostart and
+        # restarts must use the windowed one, or a console window opens at login.
+        windowed = exe.with_name("ffdesk.exe")
+        if exe.name.lower() == "ffdesk-cli.exe" and windowed.exists():
+            return [str(windowed)]
         return [sys.executable]
     return [sys.executable, "-m", "ffdesk"]
 
@@ -210,8 +233,17 @@ class DesktopApp(QObject):
         if not self._stopping:  # a quick quit may have overtaken the connection
             self._nodes_timer.start()
             self._samples_timer.start()
+        self._files_ready = True
         if self.initial_files:
             self.window.open_drop_dialog(self.initial_files)
+
+    def open_files(self, files: list[str]) -> None:
+        """Files handed to the app by the desktop (Dock drop, "Open With"): the queue
+        dialog now, or as soon as the app is connected."""
+        if getattr(self, "_files_ready", False):
+            self.handle_message({"files": files})
+        else:
+            self.initial_files.extend(files)
 
     def _node_ended(self, future) -> None:
         """Engine thread: the local node stopped (quit, or it failed)."""
@@ -549,6 +581,8 @@ def run_gui(settings: Settings, places: Places, *, files: list[str], minimized: 
     asyncio.set_event_loop(loop)
     desktop = DesktopApp(settings, places, files=absolute, minimized=minimized)
     instance.message_received.connect(desktop.handle_message)
+    file_open = FileOpenFilter(desktop.open_files)
+    qt_app.installEventFilter(file_open)
     try:
         with loop:
             code = loop.run_until_complete(desktop.run())
