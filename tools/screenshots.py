@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -93,11 +94,18 @@ async def seed(url: str, media: Path, out: Path) -> None:
     def plan(preset: str, files: list[Path], **kw) -> list[NewJob]:
         return plan_jobs(SubmitRequest(preset=presets[preset], paths=files, output_dir=out, **kw))
 
+    def claimed_gpu(planned: list[NewJob]) -> list[NewJob]:
+        # Capability routing would keep NVENC jobs away from nodes whose probe found no
+        # working NVENC (they would wait, saying so). Staged here: nodes that advertised a
+        # GPU which then fails at run time, the environment failure quarantine is for.
+        return [dataclasses.replace(j, requires=[]) for j in planned]
+
     good = sorted(media.glob("shot *.mp4"))
     await jobs.enqueue(conn, plan("h264-mp4", good[:6]), submitted_by="editor@studio-02")
     await jobs.enqueue(conn, plan("proxy-720p", [media / "truncated camera card.mp4"]),
                        submitted_by="editor@studio-02")
-    await jobs.enqueue(conn, plan("h264-nvenc", good[6:7]), submitted_by="editor@studio-02")
+    await jobs.enqueue(conn, claimed_gpu(plan("h264-nvenc", good[6:7])),
+                       submitted_by="editor@studio-02")
     canceled = await jobs.enqueue(conn, plan("hevc-mp4", good[7:8]), submitted_by="me@desk")
     await jobs.cancel(conn, canceled, by="me@desk")
     # A job whose only attempt died with its node: dead.
@@ -112,7 +120,8 @@ async def seed(url: str, media: Path, out: Path) -> None:
     # For the "gpu-02" node (started first, alone): NVENC cannot run on this machine, so both
     # fail on the node's environment and the node quarantines itself. One attempt each: they
     # must not go on to fail on the other nodes too.
-    await jobs.enqueue(conn, plan("h264-nvenc", good[10:12], max_attempts=1, priority=90),
+    await jobs.enqueue(conn, claimed_gpu(plan("h264-nvenc", good[10:12], max_attempts=1,
+                                               priority=90)),
                        submitted_by="me@desk")
     await jobs.enqueue(conn, plan("slow-h264", sorted(media.glob("long *.mp4"))),
                        submitted_by="me@desk")
