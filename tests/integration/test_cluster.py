@@ -257,7 +257,9 @@ def test_postgres_restart_while_jobs_run(tmp_path, nodes):
             url, "SELECT job_id, count(*) FROM attempts WHERE outcome = 'succeeded' GROUP BY job_id"
         )
         assert len(per_job) == 6 and {c for _, c in per_job} == {1}
-        assert "database unavailable" in a.log_text()
+        # The node told the user it lost the database: from a heartbeat ("database
+        # unavailable") or, when the outage fits into one heartbeat's wait, from its listener.
+        assert re.search(r"database unavailable|cannot connect to the database", a.log_text())
         assert "Traceback" not in a.log_text()
         # The event consumer lost its connections too, reconnected, and caught up.
         wait_for(
