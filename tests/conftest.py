@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
 
@@ -281,6 +282,15 @@ def cli(tmp_path: Path, db_url: str) -> Iterator[Cli]:
     """The ffdesk CLI in its own home, on a fresh database of the session's server."""
     c = Cli(tmp_path / "home", db_url)
     yield c
+
+
+def ffmpeg_children(pid: int) -> list[psutil.Process]:
+    """The FFmpeg processes a node process started (they run in their own process group)."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return [c for c in children if "ffmpeg" in c.name()]
 
 
 @pytest.fixture

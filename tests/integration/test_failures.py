@@ -27,6 +27,7 @@ from tests.conftest import (
     Cli,
     Clips,
     NodeProcess,
+    ffmpeg_children,
     job_states,
     make_clip,
     probe_json,
@@ -72,14 +73,6 @@ def wait_final(cli: Cli, job_id: int, node: NodeProcess, timeout: float = 60) ->
 
 def part_files(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if ".part" in p.name] if folder.exists() else []
-
-
-def ffmpeg_children(pid: int) -> list[psutil.Process]:
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-    return [c for c in children if "ffmpeg" in c.name()]
 
 
 def edge_hash(path: Path) -> str:

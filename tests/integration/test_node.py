@@ -10,7 +10,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import Cli, Clips, job_states, make_clip, probe_json, query, wait_for
+from tests.conftest import (
+    Cli,
+    Clips,
+    ffmpeg_children,
+    job_states,
+    make_clip,
+    probe_json,
+    query,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +41,6 @@ def add_slow_preset(cli: Cli) -> None:
 
 def part_files(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if ".part" in p.name]
-
-
-def ffmpeg_children(pid: int) -> list[psutil.Process]:
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-    return [c for c in children if "ffmpeg" in c.name()]
 
 
 def all_done(url: str, n: int) -> bool:
